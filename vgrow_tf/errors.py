@@ -1,0 +1,50 @@
+"""User-facing errors: one clear line and a non-zero exit, no traceback.
+
+Library code raises `UserError` for anything a user can cause (bad path, bad image, contradictory
+flags, a snapshot of the wrong kind). The four scripts wrap their `main` with `run_cli`, which turns
+a `UserError` into `Error: <message>` on stderr and exit code 2. `--verbose` (or VGROW_VERBOSE=1)
+re-raises so the traceback is visible.
+"""
+import os
+import sys
+
+
+class UserError(Exception):
+    """An error the user can fix; its message names the problem and the fix."""
+
+
+EXIT_USER_ERROR = 2
+
+
+def _verbose(argv):
+    return "--verbose" in argv or "--verbose=true" in argv or os.environ.get("VGROW_VERBOSE") == "1"
+
+
+def report_and_exit(message, code=EXIT_USER_ERROR):
+    print(f"Error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def run_cli(main_fn, argv=None):
+    """Runs `main_fn(argv)`, converting user errors, out-of-memory and a full disk to one line."""
+    argv = sys.argv if argv is None else argv
+    try:
+        return main_fn(argv)
+    except UserError as e:
+        if _verbose(argv):
+            raise
+        report_and_exit(str(e))
+    except OSError as e:
+        if _verbose(argv):
+            raise
+        if getattr(e, "errno", None) == 28:  # ENOSPC
+            report_and_exit(f"the disk is full while writing {e.filename or 'output'}; free space and retry")
+        if getattr(e, "errno", None) in (13, 30):  # EACCES, EROFS
+            report_and_exit(f"cannot write {e.filename}: permission denied; choose a writable directory")
+        raise
+    except MemoryError:
+        report_and_exit("out of memory; try a smaller --batch_size")
+    except Exception as e:  # noqa: BLE001 - only to catch TF's OOM class without importing TF here
+        if type(e).__name__ == "ResourceExhaustedError" and not _verbose(argv):
+            report_and_exit("out of device memory (ResourceExhaustedError); try a smaller --batch_size")
+        raise
