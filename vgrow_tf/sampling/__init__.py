@@ -1,0 +1,1 @@
+"""Sampling: image grids, videos, interpolation, latent directions and DGflow refinement."""

@@ -1,0 +1,51 @@
+"""Image conversion and grids: the one place that turns [-1, 1] tensors into uint8 files."""
+import os
+
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(images):
+    """[-1, 1] floats -> uint8 as StyleGAN does: rint(x * 127.5 + 127.5), clipped."""
+    images = np.asarray(images, dtype=np.float32)
+    return np.clip(np.rint(images * 127.5 + 127.5), 0, 255).astype(np.uint8)
+
+
+def upsample_nearest(images, size):
+    """Nearest-neighbour upsampling of NHWC images to size x size (an integer factor)."""
+    factor = size // images.shape[1]
+    if factor <= 1:
+        return images
+    return np.repeat(np.repeat(images, factor, axis=1), factor, axis=2)
+
+
+def make_grid(images, rows, cols, padding=0, pad_value=0):
+    """Tiles N >= rows*cols NHWC images row-major: cell (i, j) shows image i*cols + j."""
+    images = np.asarray(images)[: rows * cols]
+    n, h, w, c = images.shape
+    if n < rows * cols:
+        images = np.concatenate([images, np.full((rows * cols - n, h, w, c), pad_value, images.dtype)])
+    grid = np.full((rows * (h + padding) - padding, cols * (w + padding) - padding, c), pad_value,
+                   images.dtype)
+    for k, img in enumerate(images):
+        i, j = divmod(k, cols)
+        grid[i * (h + padding): i * (h + padding) + h, j * (w + padding): j * (w + padding) + w] = img
+    return grid
+
+
+def save_image(path, image):
+    """Writes one HWC uint8 image (C = 1 or 3) as PNG/JPEG atomically."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.tmp-{os.getpid()}{ext}"
+    Image.fromarray(image).save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def save_grid(path, images, rows, cols, padding=0):
+    """Quantises [-1, 1] NHWC images and saves them as a rows x cols grid."""
+    return save_image(path, make_grid(to_uint8(images), rows, cols, padding))

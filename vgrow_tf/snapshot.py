@@ -1,0 +1,109 @@
+"""One-file snapshots: the model kind, its architecture config and the weights of every network.
+
+Layout (HDF5): attrs `format` ("vgrow_tf-snapshot-1"), `kind`, `config` (JSON); group
+`networks/<name>` with one dataset per weight, in the order of `model.weights` (attr `path` is kept
+for readers); group `arrays/<name>` for extra numpy arrays (e.g. GLO's latent table).
+Written to a temporary name and renamed, so a crash never leaves a truncated snapshot in place.
+"""
+import json
+import os
+
+import h5py
+import numpy as np
+
+from vgrow_tf.errors import UserError
+
+FORMAT = "vgrow_tf-snapshot-1"
+
+
+def save(path, kind, config, networks, arrays=None):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["kind"] = kind
+            f.attrs["config"] = json.dumps(config, sort_keys=True)
+            for name, model in networks.items():
+                group = f.create_group(f"networks/{name}")
+                for i, w in enumerate(model.weights):
+                    ds = group.create_dataset(f"{i:05d}", data=np.asarray(w.numpy()))
+                    ds.attrs["path"] = getattr(w, "path", w.name)
+            for name, value in (arrays or {}).items():
+                f.create_dataset(f"arrays/{name}", data=np.asarray(value))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_header(path):
+    """(kind, config) of a snapshot without building anything; UserError if unreadable."""
+    if not os.path.isfile(path):
+        raise UserError(f"snapshot {path} does not exist")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                raise UserError(f"{path} is not a vgrow_tf snapshot (format attribute missing)")
+            return str(f.attrs["kind"]), json.loads(f.attrs["config"])
+    except (OSError, KeyError) as e:
+        raise UserError(f"snapshot {path} is corrupt or truncated ({e.__class__.__name__}); "
+                        "use an earlier snapshot") from None
+
+
+def assign_weights(model, group, path, name):
+    stored = [group[k] for k in sorted(group.keys())]
+    if len(stored) != len(model.weights):
+        raise UserError(f"snapshot {path}: network '{name}' has {len(stored)} weights, "
+                        f"the rebuilt network {len(model.weights)}; the snapshot is of another architecture")
+    for w, ds in zip(model.weights, stored):
+        if tuple(ds.shape) != tuple(w.shape):
+            raise UserError(f"snapshot {path}: weight {ds.attrs.get('path')} has shape {ds.shape}, "
+                            f"expected {tuple(w.shape)}")
+        w.assign(ds[()])
+
+
+class Snapshot:
+    """Networks rebuilt from a snapshot file, with the family's sampling functions bound to them."""
+
+    def __init__(self, path, kind, config, networks, arrays, family):
+        self.path, self.kind, self.config = path, kind, config
+        self.networks, self.arrays, self.family = networks, arrays, family
+
+    @property
+    def latent_dim(self):
+        return self.family.latent_dim(self.config)
+
+    def generate(self, latents, **kwargs):
+        """Images (NHWC, [-1, 1]) from the EMA generator for the given latents."""
+        return self.family.generate(self.networks, self.config, latents, **kwargs)
+
+    def has_discriminator(self):
+        return hasattr(self.family, "discriminator_logit") and "D" in self.networks
+
+    def discriminator_logit(self, images, **kwargs):
+        if not self.has_discriminator():
+            raise UserError(f"a {self.kind} snapshot has no discriminator; train a density-ratio "
+                            "corrector (train.py --model=dgflow_corrector) and use it instead")
+        return self.family.discriminator_logit(self.networks, self.config, images, **kwargs)
+
+
+def load(path, expect_kind=None):
+    from vgrow_tf import models
+
+    kind, config = read_header(path)
+    kinds = (expect_kind,) if isinstance(expect_kind, str) else expect_kind
+    if kinds and kind not in kinds:
+        raise UserError(f"{path} is a '{kind}' snapshot; this needs {' or '.join(kinds)}")
+    family = models.get_family(kind)
+    networks = family.build_networks(config)
+    try:
+        with h5py.File(path, "r") as f:
+            for name, model in networks.items():
+                if f"networks/{name}" not in f:
+                    raise UserError(f"snapshot {path} lacks network '{name}'")
+                assign_weights(model, f[f"networks/{name}"], path, name)
+            arrays = {k: f[f"arrays/{k}"][()] for k in f.get("arrays", {}).keys()}
+    except OSError as e:
+        raise UserError(f"snapshot {path} is corrupt or truncated ({e}); use an earlier snapshot") from None
+    return Snapshot(path, kind, config, networks, arrays, family)

@@ -1,0 +1,1 @@
+"""What every model shares: options, run dir, ticks, schedule, EMA, checkpoints, strategy, loop."""

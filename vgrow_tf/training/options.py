@@ -1,0 +1,118 @@
+"""Command-line options as data, so train.py stays thin and tests need no absl parsing.
+
+Each model family lists its options as `Option`s (`OPTIONS` in its module); `COMMON_OPTIONS` are
+shared by every model. `define_absl_flags()` turns all of them into absl flags (train.py), and
+`make_options(model, **overrides)` builds the same namespace directly (tests, scripts).
+An option may appear in several families only with the same kind and default.
+"""
+import dataclasses
+import types
+from typing import Any, Sequence
+
+from vgrow_tf.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    name: str
+    default: Any
+    help: str
+    kind: str = "string"          # string | integer | float | bool | enum | list
+    choices: Sequence[str] = ()
+
+
+def _opt(name, default, help, kind=None, choices=()):
+    if kind is None:
+        kind = {bool: "bool", int: "integer", float: "float"}.get(type(default), "string")
+    return Option(name, default, help, kind, tuple(choices))
+
+
+COMMON_OPTIONS = [
+    _opt("model", "vgrow_pg", "Model family to train.", "enum",
+         ["vgrow_pg", "msg_stylegan", "msg_progan", "glo", "cogan", "scogan", "classifier",
+          "dgflow_corrector"]),
+    _opt("dataset", None, "Dataset directory, or a bare name resolved under --data_root."),
+    _opt("data_root", "datasets", "Where bare --dataset names are looked up."),
+    _opt("run_dir", None, "Run directory (default: <path>/<dataset>-<model-specific suffix>)."),
+    _opt("path", "results", "Parent of the default run directory (the original VGrow flag)."),
+    _opt("resolution", None, "Training resolution (default: the dataset's highest level).", "integer"),
+    _opt("batch_size", None, "Global minibatch (default: the model's own schedule).", "integer"),
+    _opt("total_kimg", None, "Training length in thousands of real images.", "float"),
+    _opt("total_nimg", None, "Training length in real images (the original VGrow flag).", "integer"),
+    _opt("tick_kimg", None, "Print a tick line, write TensorBoard scalars and a grid every this many kimg.",
+         "float"),
+    _opt("snapshot_kimg", None, "Write a snapshot and a checkpoint every this many kimg.", "float"),
+    _opt("resume", False, "Continue the run in --run_dir from its latest checkpoint."),
+    _opt("strategy", "auto", "Distribution strategy.", "enum",
+         ["auto", "one_device", "mirrored", "multi_worker"]),
+    _opt("seed", 1234, "Random seed for weights, latents and data order."),
+    _opt("num_row", 10, "Rows of the image grids."),
+    _opt("num_line", 10, "Columns of the image grids."),
+    _opt("max_nonfinite", 10, "Stop after this many consecutive steps with non-finite values."),
+    _opt("deterministic", False, "Enable TensorFlow op determinism (exact resume; slower)."),
+    _opt("mixed_precision", False, "Compute in mixed_float16 (GPU) or mixed_bfloat16 (CPU)."),
+    _opt("jit_compile", False, "XLA-compile the training steps."),
+    _opt("metrics", "", "Metrics to compute on each snapshot, e.g. fid10k (see run_metrics.py).", "list"),
+    _opt("keep_checkpoints", 3, "How many recent checkpoints to keep."),
+    _opt("verbose", False, "Show Python tracebacks for user errors."),
+]
+
+
+def _all_option_lists():
+    from vgrow_tf import models  # late import: models import this module
+    yield COMMON_OPTIONS
+    for family in models.all_families():
+        yield getattr(family, "OPTIONS", [])
+
+
+def all_options():
+    """Every option of every family, each name once."""
+    merged = {}
+    for options in _all_option_lists():
+        for o in options:
+            if o.name in merged and (merged[o.name].kind, merged[o.name].default) != (o.kind, o.default):
+                raise ValueError(f"option --{o.name} is declared twice with different kinds or defaults")
+            merged.setdefault(o.name, o)
+    return list(merged.values())
+
+
+def define_absl_flags(flags_module):
+    """Defines every option as an absl flag (called once by train.py)."""
+    definers = {"string": flags_module.DEFINE_string, "integer": flags_module.DEFINE_integer,
+                "float": flags_module.DEFINE_float, "bool": flags_module.DEFINE_bool,
+                "list": flags_module.DEFINE_list}
+    for o in all_options():
+        if o.name in flags_module.FLAGS:
+            continue
+        if o.kind == "enum":
+            flags_module.DEFINE_enum(o.name, o.default, list(o.choices), o.help)
+        else:
+            definers[o.kind](o.name, o.default, o.help)
+
+
+def options_from_absl(flags):
+    return types.SimpleNamespace(**{o.name: flags[o.name].value for o in all_options()})
+
+
+def make_options(model="vgrow_pg", **overrides):
+    """The options namespace train.py would build, with `overrides` applied (for tests and scripts)."""
+    options = {o.name: o.default for o in all_options()}
+    unknown = set(overrides) - set(options)
+    if unknown:
+        raise UserError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    options.update(overrides, model=model)
+    if isinstance(options.get("metrics"), str):
+        options["metrics"] = [m for m in options["metrics"].split(",") if m]
+    return types.SimpleNamespace(**options)
+
+
+def total_nimg(options, default_nimg):
+    """Resolves --total_kimg / --total_nimg (either may be given; both must agree)."""
+    kimg, nimg = options.total_kimg, options.total_nimg
+    if kimg is not None and nimg is not None and int(round(kimg * 1000)) != int(nimg):
+        raise UserError(f"--total_kimg={kimg:g} contradicts --total_nimg={nimg}; give only one")
+    if nimg is not None:
+        return int(nimg)
+    if kimg is not None:
+        return int(round(kimg * 1000))
+    return int(default_nimg)
