@@ -13,6 +13,7 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16,<2.23",
+        "tensorboard>=2.16",
         "keras>=3.0,<4",
         "tensorflow-datasets>=4.9,<5",
         "numpy>=1.24,<3",

@@ -84,6 +84,9 @@ class Generator(keras.Model):
         self.to_rgb = [layers.EqualizedConv2D(channels, 1, gain=1.0, name=f"to_rgb{2 ** r}")
                        for r in range(2, self.log2_res + 1)]
 
+    def build(self, input_shape):  # weights are created per level on first call (build_networks)
+        self.built = True
+
     @staticmethod
     def _norm(x, axis=-1):
         return x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=axis, keepdims=True) + 1e-6)
@@ -121,6 +124,9 @@ class Discriminator(keras.Model):
         self.conv4 = layers.EqualizedConv2D(fmaps, 3, fan_in_channels=fmaps, name="conv4")
         self.dense4 = layers.EqualizedDense(fmaps, gain=SQRT2, name="dense4")
         self.logit = layers.EqualizedDense(1, gain=1.0, name="logit")
+
+    def build(self, input_shape):  # weights are created per level on first call (build_networks)
+        self.built = True
 
     def _block(self, r, x):
         for conv in self.blocks[r - 3]:
@@ -195,12 +201,15 @@ def _reduce_sum(strategy, value):
 
 
 def apply_if_finite(strategy, optimizer, per_replica_grads, variables):
-    """Sums gradients over replicas and applies them only if all are finite; returns that flag."""
-    grads = [_reduce_sum(strategy, g) for g in per_replica_grads]
-    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+    """Sums gradients over replicas and applies them only if all are finite; returns that flag.
+
+    Variables without a gradient (the levels a progressive network does not use yet) are left alone.
+    """
+    pairs = [(_reduce_sum(strategy, g), v) for g, v in zip(per_replica_grads, variables) if g is not None]
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g, _ in pairs])
 
     def apply():
-        optimizer.apply_gradients(zip(grads, variables))
+        optimizer.apply_gradients(pairs)
         return tf.constant(True)
 
     return tf.cond(finite, apply, lambda: tf.constant(False))
@@ -307,6 +316,7 @@ class Trainer:
     # -- per-replica pieces ------------------------------------------------------------------------
     def _canvas_reals(self, images, level, alpha):
         """Original preprocessing: fade blend with the lower level, then nearest-upsample to R."""
+        images = tf.ensure_shape(images, [None, 2 ** level, 2 ** level, self.arch["channels"]])
         if level > 2:
             images = lerp(images, layers.upscale2d(layers.downscale2d(images, 2), 2), alpha)
         return _nearest_to(images, self.resolution)
