@@ -60,13 +60,16 @@ def test_sigkill_at_random_points_then_resume(digits8, tmp_path):
             args.append("--resume")
             resumed = True
         before = kimg_of_latest_checkpoint(run_dir)
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out = open(os.path.join(str(tmp_path), f"attempt{attempt}.log"), "w")
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         while time.time() < deadline and kimg_of_latest_checkpoint(run_dir) <= before:
+            assert proc.poll() is None, open(out.name).read()[-2000:]
             time.sleep(0.2)
         time.sleep(rng.uniform(0.0, 1.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        out.close()
         assert_run_dir_consistent(run_dir)
         assert kimg_of_latest_checkpoint(run_dir) > before  # progress survives every kill
     assert resumed
@@ -84,7 +87,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(digits8, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = os.path.join(run_dir, "log.txt")
     deadline = time.time() + 120
-    while time.time() < deadline and not (os.path.isfile(log) and "kimg" in open(log).read()):
+    while time.time() < deadline and not (os.path.isfile(log) and "\nkimg" in open(log).read()):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)

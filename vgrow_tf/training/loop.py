@@ -6,6 +6,7 @@ run directory and everything written into it. Read `train()` top to bottom for t
 import collections
 import os
 import signal
+import sys
 import time
 
 import keras
@@ -142,7 +143,7 @@ class TrainingSession:
                 tf.summary.scalar(f"Metrics/{result['metric']}", result["value"])
 
     # --- the loop ----------------------------------------------------------------------------
-    def run(self, total_nimg, tick_nimg, snapshot_nimg):
+    def run(self, total_nimg, tick_nimg, snapshot_nimg, stop):
         opts = self.options
         cur_nimg = int(self.progress.cur_nimg.numpy())
         next_tick = _next_multiple(cur_nimg, tick_nimg)
@@ -152,43 +153,42 @@ class TrainingSession:
         consecutive_nonfinite, last_good_ckpt = 0, self.manager.latest_checkpoint
         if cur_nimg == 0:
             self.save_grids(0)
-        with StopRequested() as stop:
-            while cur_nimg < total_nimg:
-                stats = self.trainer.train_iteration(cur_nimg)
-                cur_nimg += int(stats.pop("nimg"))
-                self.progress.cur_nimg.assign(cur_nimg)
-                if stats.pop("nonfinite", False):
-                    consecutive_nonfinite += 1
-                    self.progress.nonfinite_total.assign_add(1)
-                    if consecutive_nonfinite >= opts.max_nonfinite:
-                        raise UserError(
-                            f"{consecutive_nonfinite} consecutive steps had non-finite losses or gradients; "
-                            f"stopping. Last good checkpoint: {last_good_ckpt or 'none'} "
-                            "(lower the learning rate, or resume from it)")
-                else:
-                    consecutive_nonfinite = 0
-                for key, value in stats.items():
-                    tick_stats[key].append(float(value))
+        while cur_nimg < total_nimg:
+            stats = self.trainer.train_iteration(cur_nimg)
+            cur_nimg += int(stats.pop("nimg"))
+            self.progress.cur_nimg.assign(cur_nimg)
+            if stats.pop("nonfinite", False):
+                consecutive_nonfinite += 1
+                self.progress.nonfinite_total.assign_add(1)
+                if consecutive_nonfinite >= opts.max_nonfinite:
+                    raise UserError(
+                        f"{consecutive_nonfinite} consecutive steps had non-finite losses or gradients; "
+                        f"stopping. Last good checkpoint: {last_good_ckpt or 'none'} "
+                        "(lower the learning rate, or resume from it)")
+            else:
+                consecutive_nonfinite = 0
+            for key, value in stats.items():
+                tick_stats[key].append(float(value))
 
-                done = cur_nimg >= total_nimg
-                if cur_nimg >= next_tick or done or stop.signal:
-                    self.tick(cur_nimg, tick_stats, tick_start_time, tick_start_nimg)
-                    next_tick = _next_multiple(cur_nimg, tick_nimg)
-                    if cur_nimg >= next_snapshot or done or stop.signal:
-                        if not stop.signal:
-                            name = "network-final.h5" if done else f"network-snapshot-{cur_nimg // 1000:06d}.h5"
-                            snapshot_path = self.save_snapshot(name)
-                        last_good_ckpt = self.save_checkpoint() or last_good_ckpt
-                        next_snapshot = _next_multiple(cur_nimg, snapshot_nimg)
-                        if not stop.signal:
-                            self.run_metrics(snapshot_path, cur_nimg)
-                    tick_stats.clear()
-                    self.progress.elapsed_sec.assign_add(time.time() - tick_start_time)
-                    tick_start_time, tick_start_nimg = time.time(), cur_nimg
-                    if stop.signal:
-                        print(f"Stopped at {cur_nimg / 1000:.1f} kimg; checkpoint written. "
-                              f"Continue with --resume --run_dir={self.run_dir}")
-                        return cur_nimg
+            done = cur_nimg >= total_nimg
+            if cur_nimg >= next_tick or done or stop.signal:
+                self.tick(cur_nimg, tick_stats, tick_start_time, tick_start_nimg)
+                next_tick = _next_multiple(cur_nimg, tick_nimg)
+                if cur_nimg >= next_snapshot or done or stop.signal:
+                    if not stop.signal:
+                        name = "network-final.h5" if done else f"network-snapshot-{cur_nimg // 1000:06d}.h5"
+                        snapshot_path = self.save_snapshot(name)
+                    last_good_ckpt = self.save_checkpoint() or last_good_ckpt
+                    next_snapshot = _next_multiple(cur_nimg, snapshot_nimg)
+                    if not stop.signal:
+                        self.run_metrics(snapshot_path, cur_nimg)
+                tick_stats.clear()
+                self.progress.elapsed_sec.assign_add(time.time() - tick_start_time)
+                tick_start_time, tick_start_nimg = time.time(), cur_nimg
+                if stop.signal:
+                    print(f"Stopped at {cur_nimg / 1000:.1f} kimg; checkpoint written. "
+                          f"Continue with --resume --run_dir={self.run_dir}")
+                    return cur_nimg
         self.writer.flush()
         return cur_nimg
 
@@ -231,21 +231,20 @@ def train(options):
     identity["dataset"] = dataset_info.path if dataset_info else options.dataset
     run_dir_lib.prepare(run_dir, options, identity, options.resume, chief)
     tee = run_dir_lib.Tee(os.path.join(run_dir, "log.txt")) if chief else None
-    import sys
     stdout, sys.stdout = sys.stdout, (tee or sys.stdout)
     try:
-        with strategy.scope():
+        with StopRequested() as stop:
             trainer = trainer_cls(options, strategy, dataset_info)
-        session = TrainingSession(options, trainer, strategy, run_dir, chief)
-        if options.resume:
-            session.restore()
-        defaults = trainer.DEFAULTS
-        total = options_lib.total_nimg(options, defaults["total_nimg"])
-        tick_nimg = int((options.tick_kimg or defaults["tick_kimg"]) * 1000)
-        snapshot_nimg = int((options.snapshot_kimg or defaults["snapshot_kimg"]) * 1000)
-        print(f"Training {options.model} on {identity['dataset']} for {total / 1000:g} kimg "
-              f"in {run_dir} ({strategy.num_replicas_in_sync} replica(s))", flush=True)
-        session.run(total, tick_nimg, snapshot_nimg)
+            session = TrainingSession(options, trainer, strategy, run_dir, chief)
+            if options.resume:
+                session.restore()
+            defaults = trainer.DEFAULTS
+            total = options_lib.total_nimg(options, defaults["total_nimg"])
+            tick_nimg = int((options.tick_kimg or defaults["tick_kimg"]) * 1000)
+            snapshot_nimg = int((options.snapshot_kimg or defaults["snapshot_kimg"]) * 1000)
+            print(f"Training {options.model} on {identity['dataset']} for {total / 1000:g} kimg "
+                  f"in {run_dir} ({strategy.num_replicas_in_sync} replica(s))", flush=True)
+            session.run(total, tick_nimg, snapshot_nimg, stop)
     finally:
         sys.stdout = stdout
     return run_dir
