@@ -218,11 +218,11 @@ class TrainingSession:
 
 def train(options):
     """Trains `options.model` as the options say; returns the run directory."""
-    configure_runtime(options)
     family = models.get_family(options.model)
     trainer_cls = family.Trainer
+    strategy = make_strategy(options.strategy)  # first: multi-worker needs a fresh TF runtime
+    configure_runtime(options)
     dataset_info = trainer_cls.inspect_data(options)
-    strategy = make_strategy(options.strategy)
     chief = is_chief(strategy)
     run_dir = options.run_dir or default_run_dir(options, trainer_cls, dataset_info.name
                                                  if dataset_info else options.model)

@@ -7,6 +7,11 @@ from vgrow_tf.errors import UserError
 
 
 def make_strategy(name="auto"):
+    if name == "multi_worker":  # before anything lists devices: collectives need a fresh runtime
+        if "TF_CONFIG" not in os.environ:
+            raise UserError("--strategy=multi_worker needs the TF_CONFIG environment variable "
+                            "(see README, 'Training on several machines')")
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "one_device"
@@ -15,11 +20,6 @@ def make_strategy(name="auto"):
     if name == "mirrored":
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
-    if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise UserError("--strategy=multi_worker needs the TF_CONFIG environment variable "
-                            "(see README, 'Training on several machines')")
-        return tf.distribute.MultiWorkerMirroredStrategy()
     raise UserError(f"unknown --strategy {name}")
 
 
