@@ -76,6 +76,14 @@ class Progress:
                 "elapsed_sec": self.elapsed_sec}
 
 
+def checkpointable(item):
+    """Keras 3 layers do not expose weights held in Python lists to tf.train.Checkpoint, so networks
+    are checkpointed as their weight lists (stable order: every family builds its networks the same way)."""
+    if isinstance(item, keras.layers.Layer):
+        return tf.train.Checkpoint(**{f"w{i:05d}": getattr(w, "value", w) for i, w in enumerate(item.weights)})
+    return item
+
+
 def _next_multiple(nimg, every_nimg):
     return (nimg // every_nimg + 1) * every_nimg
 
@@ -87,7 +95,8 @@ class TrainingSession:
         self.options, self.trainer, self.strategy = options, trainer, strategy
         self.run_dir, self.chief = run_dir, chief
         self.progress = Progress()
-        self.checkpoint = tf.train.Checkpoint(**trainer.checkpoint_items(), **self.progress.items())
+        items = {k: checkpointable(v) for k, v in trainer.checkpoint_items().items()}
+        self.checkpoint = tf.train.Checkpoint(**items, **self.progress.items())
         ckpt_dir = run_dir_lib.checkpoint_dir(run_dir)
         if not chief:  # every worker must save (collective ops); non-chiefs write to a scratch dir
             ckpt_dir = os.path.join(run_dir, f".worker-{strategy.cluster_resolver.task_id}-ckpt")
