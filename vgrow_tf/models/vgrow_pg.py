@@ -22,6 +22,7 @@ from vgrow_tf.errors import UserError
 from vgrow_tf.training import ema as ema_lib
 from vgrow_tf.training import schedule
 from vgrow_tf.training.options import Option
+from vgrow_tf.training.steps import apply_if_finite, make_adam, reduce_sum, scale_loss
 from vgrow_tf.training.strategy import replica_slice
 
 KIND = "vgrow_pg"
@@ -107,7 +108,7 @@ class Generator(keras.Model):
         if level > 2:
             old = layers.upscale2d(self.to_rgb[level - 3](previous), 2)
             images = lerp(images, old, alpha)
-        return _nearest_to(images, self.resolution)
+        return tf.cast(_nearest_to(images, self.resolution), tf.float32)
 
 
 class Discriminator(keras.Model):
@@ -147,7 +148,7 @@ class Discriminator(keras.Model):
         x = self.mbstd(x)
         x = layers.lrelu(self.conv4(x))
         x = layers.lrelu(self.dense4(tf.reshape(x, [tf.shape(x)[0], -1])))
-        return self.logit(x)[:, 0]
+        return tf.cast(self.logit(x)[:, 0], tf.float32)  # logits stay float32 under mixed precision
 
 
 # --- snapshot interface ----------------------------------------------------------------------
@@ -196,25 +197,6 @@ def discriminator_logit(networks, config, images, lod=None, **unused):
 
 # --- training --------------------------------------------------------------------------------
 
-def _reduce_sum(strategy, value):
-    return strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
-
-
-def apply_if_finite(strategy, optimizer, per_replica_grads, variables):
-    """Sums gradients over replicas and applies them only if all are finite; returns that flag.
-
-    Variables without a gradient (the levels a progressive network does not use yet) are left alone.
-    """
-    pairs = [(_reduce_sum(strategy, g), v) for g, v in zip(per_replica_grads, variables) if g is not None]
-    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g, _ in pairs])
-
-    def apply():
-        optimizer.apply_gradients(pairs)
-        return tf.constant(True)
-
-    return tf.cond(finite, apply, lambda: tf.constant(False))
-
-
 class Trainer:
     """VGrow-PG's outer iteration (spec §1.2): T x (U D steps, particle move), then L G steps."""
 
@@ -255,8 +237,8 @@ class Trainer:
             if options.gs_init == "copy":
                 ema_lib.copy_weights(self.Gs.weights, self.G.weights)
             lr = options.learning_rate or 1e-3
-            self.opt_g = keras.optimizers.Adam(lr, beta_1=0.0, beta_2=0.99, epsilon=1e-8)
-            self.opt_d = keras.optimizers.Adam(lr, beta_1=0.0, beta_2=0.99, epsilon=1e-8)
+            self.opt_g = make_adam(lr, beta_1=0.0, beta_2=0.99, epsilon=1e-8)
+            self.opt_d = make_adam(lr, beta_1=0.0, beta_2=0.99, epsilon=1e-8)
             self.opt_g.build(self.G.trainable_variables)
             self.opt_d.build(self.D.trainable_variables)
             self.phase = tf.Variable(list(schedule.phase_key(self._lod(0))), dtype=tf.int64,
@@ -344,7 +326,7 @@ class Trainer:
                 norm = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]))
                 gp = tf.reduce_sum(tf.square(norm - opts.target_gp)) / global_batch
                 loss += 0.5 * opts.coef_gp * gp
-        grads = tape.gradient(loss, self.D.trainable_variables)
+        grads = tape.gradient(scale_loss(self.opt_d, loss), self.D.trainable_variables)
         return grads, {"d_real": loss_real, "d_fake": loss_fake, "gp": gp}
 
     def _move_particles(self, particles, level, alpha):
@@ -360,7 +342,7 @@ class Trainer:
         with tf.GradientTape() as tape:
             out = self.G(replica_slice(z), level=level, alpha=alpha)
             loss = 0.5 * tf.reduce_sum(tf.square(out - tf.stop_gradient(particles)))
-        return tape.gradient(loss, self.G.trainable_variables), loss
+        return tape.gradient(scale_loss(self.opt_g, loss), self.G.trainable_variables), loss
 
     # -- the outer iteration -------------------------------------------------------------------
     def _make_step(self, level):
@@ -386,7 +368,7 @@ class Trainer:
                     finite = apply_if_finite(strategy, self.opt_d, grads, self.D.trainable_variables)
                     all_finite = tf.logical_and(all_finite, finite)
                     for key in totals:
-                        totals[key] += _reduce_sum(strategy, stats[key]) / d_steps
+                        totals[key] += reduce_sum(strategy, stats[key]) / d_steps
                 particles = strategy.run(self._move_particles, args=(particles, level, alpha))
             # Gs <- G + beta (Gs - G) after every D step; G is unchanged by D steps, so d_steps
             # updates collapse into one with beta ** d_steps, applied before the G steps as originally.
@@ -396,7 +378,7 @@ class Trainer:
                 grads, loss = strategy.run(self._g_grads, args=(z, particles, level, alpha))
                 finite = apply_if_finite(strategy, self.opt_g, grads, self.G.trainable_variables)
                 all_finite = tf.logical_and(all_finite, finite)
-                g_loss = _reduce_sum(strategy, loss) / pool
+                g_loss = reduce_sum(strategy, loss) / pool
             return dict(totals, g_loss=g_loss, finite=all_finite)
 
         return tf.function(iteration, jit_compile=opts.jit_compile or None)

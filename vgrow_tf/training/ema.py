@@ -22,7 +22,11 @@ def beta_from_half_life(batch_size, half_life_kimg):
 
 
 def reset_optimizer(optimizer):
-    """Zeroes an optimizer's slots and step counter (VGrow resets Adam at every phase boundary)."""
+    """Zeroes an optimizer's slots and step counter (VGrow resets Adam at every phase boundary).
+
+    A LossScaleOptimizer keeps its loss scale; only the wrapped optimizer is reset.
+    """
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     lr = getattr(optimizer, "_learning_rate", None)
     for v in optimizer.variables:
         if v is lr or v.path.endswith("learning_rate"):
