@@ -350,38 +350,42 @@ class Trainer:
         batch = self.batch_size(level)
         pool = batch * opts.pool_size
         d_steps = opts.T * opts.U
+        # XLA compiles the per-replica maths; the iterator and the cross-replica updates stay outside.
+        jit = (lambda f: tf.function(f, jit_compile=True)) if opts.jit_compile else (lambda f: f)
+        d_grads, move, g_grads = jit(self._d_grads), jit(self._move_particles), jit(self._g_grads)
+        make_particles = jit(lambda z, alpha: self.G(replica_slice(z), level=level, alpha=alpha))
 
         def iteration(iterator, alpha, ema_beta):
             self.trace_counts[level] = self.trace_counts.get(level, 0) + 1  # runs only while tracing
             z = self.rng.normal([pool, self.arch["z_dim"]])
             pool_keys = self.rng.uniform([d_steps, pool])
             gp_u = self.rng.uniform([d_steps, batch, 1, 1, 1])
-            particles = strategy.run(lambda: self.G(replica_slice(z), level=level, alpha=alpha))
+            particles = strategy.run(make_particles, args=(z, alpha))
             totals = {"d_real": 0.0, "d_fake": 0.0, "gp": 0.0}
             all_finite = tf.constant(True)
             for t in range(opts.T):
                 for u in range(opts.U):
                     k = t * opts.U + u
                     reals = next(iterator)["image"]
-                    grads, stats = strategy.run(self._d_grads, args=(
+                    grads, stats = strategy.run(d_grads, args=(
                         reals, particles, pool_keys[k], gp_u[k], level, alpha, batch))
                     finite = apply_if_finite(strategy, self.opt_d, grads, self.D.trainable_variables)
                     all_finite = tf.logical_and(all_finite, finite)
                     for key in totals:
                         totals[key] += reduce_sum(strategy, stats[key]) / d_steps
-                particles = strategy.run(self._move_particles, args=(particles, level, alpha))
+                particles = strategy.run(move, args=(particles, level, alpha))
             # Gs <- G + beta (Gs - G) after every D step; G is unchanged by D steps, so d_steps
             # updates collapse into one with beta ** d_steps, applied before the G steps as originally.
             ema_lib.ema_update(self.Gs.weights, self.G.weights, ema_beta ** d_steps)
             g_loss = tf.constant(0.0)
             for _ in range(opts.L):
-                grads, loss = strategy.run(self._g_grads, args=(z, particles, level, alpha))
+                grads, loss = strategy.run(g_grads, args=(z, particles, level, alpha))
                 finite = apply_if_finite(strategy, self.opt_g, grads, self.G.trainable_variables)
                 all_finite = tf.logical_and(all_finite, finite)
                 g_loss = reduce_sum(strategy, loss) / pool
             return dict(totals, g_loss=g_loss, finite=all_finite)
 
-        return tf.function(iteration, jit_compile=opts.jit_compile or None)
+        return tf.function(iteration)
 
     def train_iteration(self, cur_nimg):
         lod = self._lod(cur_nimg)
