@@ -440,7 +440,12 @@ def discriminator_logit(networks, config, images, **unused):
     """D's logit for a list of scales, or for top-resolution images (their pyramid is pooled here)."""
     if not isinstance(images, (list, tuple)):
         images = real_pyramid(tf.convert_to_tensor(images, tf.float32), len(_resolutions(config["resolution"])))
-    return networks["D"](images)
+    n = int(images[0].shape[0])
+    group = config.get("mbstd_group_size", 0) if config["model"] == "msg_stylegan" else 0
+    cut = n - n % group if group and n > group else n  # minibatch-stddev groups must divide the batch
+    if cut == n:
+        return networks["D"](images)
+    return tf.concat([networks["D"]([s[:cut] for s in images]), networks["D"]([s[cut:] for s in images])], 0)
 
 
 # --- losses with lists of scales ---------------------------------------------------------------
