@@ -47,4 +47,8 @@ def run_cli(main_fn, argv=None):
     except Exception as e:  # noqa: BLE001 - only to catch TF's OOM class without importing TF here
         if type(e).__name__ == "ResourceExhaustedError" and not _verbose(argv):
             report_and_exit("out of device memory (ResourceExhaustedError); try a smaller --batch_size")
+        if type(e).__name__ == "DataLossError" and not _verbose(argv):
+            detail = str(getattr(e, "message", e)).splitlines()[0]
+            report_and_exit(f"a dataset file is truncated or corrupt ({detail}); "
+                            "recreate the dataset with dataset_tool.py")
         raise
