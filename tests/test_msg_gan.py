@@ -307,3 +307,24 @@ def test_two_replicas_train_in_sync(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK" in result.stdout
+
+
+def test_parameter_counts_follow_the_original_architecture():
+    """Trainable parameters at 32 px with the default widths, counted from the spec's layer list."""
+    config = msg_gan.make_config("msg_stylegan", 32, 3)
+    n = msg_gan.build_networks(config)
+    nf = msg_gan.nf_rule(8192, 512)
+    ep = lambda c: c + c + 512 * 2 * c + 2 * c  # noqa: E731  noise weight, bias, style affine
+    g = 8 * (512 * 512 + 512) + 16 * nf(1) + 9 * nf(1) ** 2 + 2 * ep(nf(1)) + 3 * nf(1) + 3
+    for r in (3, 4, 5):
+        cin, cout = nf(r - 2), nf(r - 1)
+        g += 9 * cin * cout + 9 * cout * cout + 2 * ep(cout) + 3 * cout + 3
+    d = 3 * nf(4) + nf(4)
+    for r in (5, 4, 3):
+        c = nf(r - 1)
+        d += (3 + c) * c if r < 5 else 0
+        d += 9 * (c + 1) * c + c + 9 * c * nf(r - 2) + nf(r - 2)
+    d += (3 + nf(1)) * nf(1) + 9 * (nf(1) + 1) * nf(1) + nf(1) + 16 * nf(1) * nf(0) + nf(0) + nf(0) + 1
+    count = lambda m: sum(int(np.prod(w.shape)) for w in m.trainable_weights)  # noqa: E731
+    assert count(n["G"]) == g and count(n["D"]) == d
+    assert len(n["G"].non_trainable_weights) == 1 + 8     # dlatent_avg and one noise input per layer
