@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vgrow_tf import layers, snapshot
+from vgrow_tf import snapshot
 from vgrow_tf.models import msg_gan
 from vgrow_tf.training import loop
 from vgrow_tf.training.options import make_options
@@ -194,8 +194,6 @@ def test_steps_stay_finite_and_trace_once(digits8, model, kw):
     if model == "msg_stylegan":
         assert stats["r1"] > 0 and trainer.r1_gamma == 10.0
         assert np.abs(trainer.G.dlatent_avg.numpy()).sum() > 0
-        np.testing.assert_array_equal(trainer.Gs.dlatent_avg.numpy(), trainer.G.dlatent_avg.numpy()) \
-            if trainer.ema_after_g else None
     moved = [not np.array_equal(a, w.numpy()) for a, w in zip(g0, trainer.G.trainable_weights)]
     assert any(moved)
     # Gs trails G: it moved, but less than G.
