@@ -3,3 +3,5 @@
 Skeleton; filled in by issue 6.
 """
 KIND = "coupled_gan"
+KINDS = ("cogan", "scogan")
+OPTIONS = []
