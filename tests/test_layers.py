@@ -143,4 +143,5 @@ def test_laplacian_pyramid_reconstructs_and_lap1_weights_levels():
     assert [p.shape[1] for p in losses.laplacian_pyramid(x, 3)] == [16, 8, 4]
     assert float(tf.reduce_max(losses.lap1_loss(x, x))) == 0.0
     shifted = losses.lap1_loss(x, x + 1.0).numpy()  # a constant survives only in the coarsest level
-    np.testing.assert_allclose(shifted, np.full(2, 2.0 ** (-2 * 2)), rtol=1e-5)  # 16px: 3 levels, j = 2
+    # 16px: 3 levels; the 4x4 residual (j = 2) differs by 1: 2^(2*2) * (4*4*3) / (16*16*3) = 1
+    np.testing.assert_allclose(shifted, np.full(2, 1.0), rtol=1e-5)

@@ -149,14 +149,32 @@ def laplacian_pyramid(images, levels):
 
 
 def lap1_loss(target, output, levels=None):
-    """GLO's Laplacian-pyramid L1: sum over levels j of 2^(-2j) * mean|L_j(x) - L_j(G(z))|.
+    """GLO's Laplacian-pyramid L1 (Bojanowski et al. 2018, eq. 3): sum_j 2^(2j) |L_j(x) - L_j(G(z))|_1.
 
-    The level weights 2^(-2j) follow the paper (Bojanowski et al. 2018, eq. 3); `levels` defaults to
-    as many as fit down to 4x4, at most 5.
+    j = 0 is the finest level; level j holds 4^-j as many values, so the 2^(2j) weight gives every
+    level the same per-pixel weight. The sum is divided by the number of values of the image
+    (H*W*C), which makes it the sum over levels of the per-level mean absolute difference. `levels`
+    (bands plus the low-pass residual) defaults to as many as fit down to 4x4, at most 5.
     """
     size = int(target.shape[1])
     levels = levels or max(1, min(5, size.bit_length() - 2))
+    count = float(target.shape[1] * target.shape[2] * target.shape[3])
     total = 0.0
     for j, (a, b) in enumerate(zip(laplacian_pyramid(target, levels), laplacian_pyramid(output, levels))):
-        total += 2.0 ** (-2 * j) * tf.reduce_mean(tf.abs(a - b), axis=[1, 2, 3])
+        total += 2.0 ** (2 * j) * tf.reduce_sum(tf.abs(a - b), axis=[1, 2, 3]) / count
     return total
+
+
+def local_moments(images, window=4, stride=2):
+    """Per-channel mean and variance E[x^2] - mean^2 over window x window boxes (VALID, stride 2)."""
+    pool = lambda x: tf.nn.avg_pool2d(x, window, stride, "VALID")  # noqa: E731
+    mean = pool(images)
+    return mean, pool(tf.square(images)) - tf.square(mean)
+
+
+def local_moment_loss(target, output, window=4, stride=2):
+    """The GLO TF reference's loss: mean |delta local mean| + mean |delta local variance|, per sample."""
+    mean_t, var_t = local_moments(tf.cast(target, tf.float32), window, stride)
+    mean_o, var_o = local_moments(tf.cast(output, tf.float32), window, stride)
+    return (tf.reduce_mean(tf.abs(mean_t - mean_o), axis=[1, 2, 3])
+            + tf.reduce_mean(tf.abs(var_t - var_o), axis=[1, 2, 3]))
