@@ -211,6 +211,12 @@ def test_snapshot_heldout_fit_and_export(trained, tmp_path):
     rows, pairs = glo_eval.interpolate(snap, num_pairs=2, steps=5)
     assert samples.shape == (6, 8, 8, 1) and rows.shape == (2, 5, 8, 8, 1) and pairs.shape == (2, 2)
 
+    files = glo_eval.save_reconstructions(snap, str(tmp_path / "rec"), count=8, heldout_count=8, steps=20)
+    assert len(files["paths"]) == 2 and files["heldout_mse"] < files["random_mse"]
+    glo_eval.save_samples(snap, str(tmp_path / "samples.png"), 2, 3)
+    glo_eval.save_interpolations(snap, str(tmp_path / "interp.png"), num_pairs=2, steps=4)
+    assert os.path.isfile(tmp_path / "samples.png") and os.path.isfile(tmp_path / "interp.png")
+
     out = glo_eval.export_hdf5(snap, str(tmp_path / "data.hdf5"), extra=(held["images"], held["latents"]))
     with h5py.File(out, "r") as f:
         n = trainer.num_latents

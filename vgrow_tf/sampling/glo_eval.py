@@ -217,3 +217,47 @@ def export_hdf5(snap, path, dataset_path=None, extra=None):
     with open(os.path.join(os.path.dirname(os.path.abspath(path)), "id.txt"), "w") as f:
         f.write("".join(f"{i}\n" for i in range(len(codes))))
     return path
+
+
+# --- files (what generate_samples.py --mode reconstruct|generate|interpolate writes) -----------------
+
+def _pairs_grid(images, recon):
+    """Alternating real, reconstruction along each row."""
+    return np.stack([images, recon], axis=1).reshape((2 * len(images),) + images.shape[1:])
+
+
+def save_reconstructions(snap, out_dir, dataset_path=None, count=32, heldout_count=32, steps=300, seed=0):
+    """Writes reconstruct-train.png (training images beside G(z_i)) and, when the snapshot held images
+    out (or `heldout_count` is 0, skipped), reconstruct-heldout.png with latents fitted with G frozen.
+    Returns dict(train_mse, heldout_mse, random_mse, paths); errors are means over the images shown."""
+    from vgrow_tf.sampling.images import save_grid
+    os.makedirs(out_dir, exist_ok=True)
+    cols = 8
+    result = {"paths": []}
+    rec = reconstruct_training(snap, dataset_path, count=count)
+    path = os.path.join(out_dir, "reconstruct-train.png")
+    save_grid(path, _pairs_grid(rec["images"], rec["reconstructions"]), -(-2 * len(rec["images"]) // cols), cols)
+    result["paths"].append(path)
+    result["train_mse"] = float(rec["mse"].mean())
+    if heldout_count and snap.config.get("holdout", 0):
+        held = reconstruct_heldout(snap, dataset_path=dataset_path, count=heldout_count, steps=steps, seed=seed)
+        path = os.path.join(out_dir, "reconstruct-heldout.png")
+        save_grid(path, _pairs_grid(held["images"], held["reconstructions"]),
+                  -(-2 * len(held["images"]) // cols), cols)
+        result["paths"].append(path)
+        result["heldout_mse"] = held["mean_mse"]
+        result["random_mse"] = float(held["mse_random"].mean())
+    return result
+
+
+def save_samples(snap, path, rows=10, cols=10, seed=0):
+    """A rows x cols grid of samples from the Gaussian fitted to the learned latents."""
+    from vgrow_tf.sampling.images import save_grid
+    return save_grid(path, generate(snap, rows * cols, seed), rows, cols)
+
+
+def save_interpolations(snap, path, num_pairs=15, steps=15, seed=0, pairs=None):
+    """One row per pair of training latents: the two endpoints and slerp steps between them."""
+    from vgrow_tf.sampling.images import save_grid
+    rows, _ = interpolate(snap, pairs=pairs, num_pairs=num_pairs, steps=steps, seed=seed)
+    return save_grid(path, rows.reshape((-1,) + rows.shape[2:]), rows.shape[0], steps)
