@@ -66,6 +66,18 @@ def build_parser():
     p.add_argument("--cy", type=int, default=121)
     resize_options(p, "box", 128)
     shuffle_option(p)
+    p.add_argument("--attribute", help="CoGAN/SCoGAN pair: write <dir>-a (attribute on) and <dir>-b (off), "
+                   "central 70%% crop (vgrow_tf.data.pairs)")
+
+    # Two-domain pairs for CoGAN / SCoGAN: each writes <tfrecord_dir>-a and <tfrecord_dir>-b.
+    p = command("create_mnist_edge", "pair: MNIST halves, the second as edges", "directory of idx files")
+    shuffle_option(p)
+    p = command("create_digits_edge", "pair: scikit-learn digits halves, the second as edges (no download)")
+    p.add_argument("--resolution", type=int, default=16)
+    shuffle_option(p)
+    p = command("create_cyclegan", "pair: a CycleGAN folder with trainA/ and trainB/", "pair directory")
+    resize_options(p, "lanczos", 128)
+    shuffle_option(p)
 
     p = command("create_lsun", "an LSUN category LMDB (needs the lmdb package)", "LMDB directory")
     resize_options(p, "lanczos", 256)
@@ -124,6 +136,18 @@ def main(argv):
         result = tool.compare(args.tfrecord_dir, args.source, **kwargs)
         print(json.dumps(result))
         return 0 if result["identical_images"] == result["compared"] == result["count_a"] == result["count_b"] else 1
+    from vgrow_tf.data import pairs
+    if args.command == "create_celeba" and kwargs.pop("attribute", None):
+        pairs.create_celeba_pairs(args.tfrecord_dir, args.source, args.attribute, args.resolution,
+                                  "bilinear" if args.resize_filter == "box" else args.resize_filter,
+                                  shuffle=args.shuffle, overwrite=args.overwrite)
+        return 0
+    if args.command == "create_digits_edge":
+        pairs.create_digits_edge(args.tfrecord_dir, **kwargs)
+        return 0
+    if args.command in ("create_mnist_edge", "create_cyclegan"):
+        getattr(pairs, args.command)(args.tfrecord_dir, args.source, **kwargs)
+        return 0
     getattr(tool, args.command)(args.tfrecord_dir, args.source, **kwargs)
     return 0
 
