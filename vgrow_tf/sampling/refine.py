@@ -1,0 +1,1 @@
+"""DGflow: latent-space refinement of samples by a discriminator-guided gradient flow. (WIP)"""
