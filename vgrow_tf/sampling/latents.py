@@ -12,9 +12,6 @@ import numpy as np
 
 from vgrow_tf.errors import UserError
 
-_RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
-
-
 def parse_seeds(text):
     """'0-99', '1,5,7', '0-3,10' -> list of ints (ranges inclusive, order kept, duplicates kept)."""
     if text is None or not str(text).strip():
@@ -131,7 +128,7 @@ def smooth_walk(sampler_or_dim, num_points, transition_points, smoothing=1.0, se
     num_points * transition_points i.i.d. latents are Gaussian-filtered along time with
     sigma = smoothing * transition_points frames and mode='wrap' (so the last frame flows into the
     first), then (for Gaussian priors) each frame is rescaled to norm sqrt(dim), the typical norm of a
-    standard normal draw. Returns float32 [num_points * transition_points, dim].
+    standard normal draw; for other priors each coordinate's spread is restored instead. Returns float32 [num_points * transition_points, dim].
     """
     from scipy.ndimage import gaussian_filter1d
     if num_points < 1 or transition_points < 1:
@@ -148,7 +145,11 @@ def smooth_walk(sampler_or_dim, num_points, transition_points, smoothing=1.0, se
     sigma = float(smoothing) * transition_points
     if sigma > 0:
         mean = z.mean(axis=0)  # non-centred priors (GLO's fitted Gaussian): smooth around the mean
-        z = gaussian_filter1d(z - mean, sigma, axis=0, mode="wrap") + mean
+        std = (z - mean).std(axis=0)
+        z = gaussian_filter1d(z - mean, sigma, axis=0, mode="wrap")
+        if not gaussian:  # keep the prior's per-coordinate spread (smoothing shrinks it)
+            z = z * (std / np.maximum(z.std(axis=0), 1e-12))
+        z = z + mean
     if renormalize and gaussian:
         z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12) * np.sqrt(dim)
     return z.astype(np.float32)
