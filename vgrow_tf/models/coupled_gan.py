@@ -83,8 +83,10 @@ OPTIONS = [
            "HWC) or hw (thesis).", "enum", ["hwc", "hw"]),
 ]
 
-WEIGHT_INIT = keras.initializers.RandomNormal(0.0, 0.02)
-BIAS_INIT = keras.initializers.Constant(0.1)
+
+
+def _weight_init():  # a fresh instance per layer: a reused Keras 3 initializer repeats its values
+    return keras.initializers.RandomNormal(0.0, 0.02)
 
 
 # --- building blocks ---------------------------------------------------------------------------
@@ -97,7 +99,7 @@ class Block(keras.layers.Layer):
                  reshape=None, **kwargs):
         super().__init__(**kwargs)
         self.kind, self.act, self.pool, self.dropout, self.reshape = kind, act, pool, dropout, reshape
-        common = dict(kernel_initializer=WEIGHT_INIT, bias_initializer=BIAS_INIT)
+        common = dict(kernel_initializer=_weight_init(), bias_initializer=keras.initializers.Constant(0.1))
         if kind == "dense":
             self.op = keras.layers.Dense(filters, **common)
         elif kind == "conv":
