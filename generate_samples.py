@@ -172,7 +172,7 @@ def main(argv):
             paths = modes.save_direction(snap, FLAGS.out_dir, seeds, FLAGS.labels, FLAGS.classifier,
                                          FLAGS.direction_class, show, FLAGS.direction_amount,
                                          FLAGS.direction_steps, FLAGS.video_file or "direction.gif",
-                                         min(FLAGS.fps, 12.0), gen_kw)
+                                         FLAGS.fps, gen_kw)
         else:
             raise UserError(f"unknown mode {mode}")
     print(f"wrote {len(paths)} file(s) to {FLAGS.out_dir}")
