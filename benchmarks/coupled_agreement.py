@@ -1,0 +1,39 @@
+"""How well a CoGAN/SCoGAN snapshot learned the joint distribution of two digit domains.
+
+    python benchmarks/coupled_agreement.py --classifier results/mnist+svhn-classifier/network-final.h5 \
+        results/mnist+svhn-cogan/network-final.h5 results/mnist+svhn-scogan/network-final.h5
+
+For each snapshot: the fraction of z whose two images G1(z), G2(z) the classifier puts in the same
+class (chance is about 1/10 for digits; a perfect joint model scores 1), over --count latents drawn from
+the distribution the model was trained on. Prints one JSON line per snapshot.
+"""
+import argparse
+import json
+import sys
+import time
+
+from vgrow_tf.errors import run_cli
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("snapshots", nargs="+")
+    parser.add_argument("--classifier", required=True, help="classifier snapshot (train.py --model=classifier)")
+    parser.add_argument("--count", type=int, default=10000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv[1:])
+    from vgrow_tf import snapshot
+    from vgrow_tf.models import coupled_gan
+    classify, _ = coupled_gan.load_classifier(args.classifier)
+    for path in args.snapshots:
+        snap = snapshot.load(path, expect_kind=coupled_gan.KINDS)
+        start = time.time()
+        fraction = coupled_gan.pair_agreement(snap.networks, snap.config, classify, args.count, args.seed)
+        print(json.dumps(dict(snapshot=path, model=snap.kind, same_class=round(fraction, 4), count=args.count,
+                              seconds=round(time.time() - start, 1))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
