@@ -16,7 +16,6 @@ import tensorflow as tf
 from vgrow_tf import snapshot
 from vgrow_tf.data import inspect_dataset, pairs, read_labels, reader
 from vgrow_tf.errors import UserError
-from vgrow_tf.models import classifier as classifier_lib
 from vgrow_tf.models import coupled_gan as cg
 from vgrow_tf.training import loop
 from vgrow_tf.training.options import make_options

@@ -15,7 +15,6 @@ from vgrow_tf import data as data_lib
 from vgrow_tf.errors import UserError
 from vgrow_tf.training.options import Option
 from vgrow_tf.training.steps import apply_if_finite, make_adam, reduce_sum
-from vgrow_tf.training.strategy import replica_slice  # noqa: F401 - the pattern other families follow
 
 KIND = "classifier"
 KINDS = (KIND,)
