@@ -241,3 +241,64 @@ def test_cli_samples_and_dgflow_grid(pg_snapshot, tmp_path):
     assert r.returncode == 0, r.stderr
     names = set(os.listdir(tmp_path / "g"))
     assert {"grid.png", "grid-dgflow-step00.png", "grid-dgflow-step02.png", "grid-dgflow.npz"} <= names
+
+
+# --- other families ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def msg(tmp_path_factory):
+    from vgrow_tf.models import msg_gan
+    keras.utils.set_random_seed(2)
+    config = msg_gan.make_config("msg_stylegan", 8, 1, z_dim=8, mapping_fmaps=16, mapping_layers=2,
+                                 fmap_base=32, fmap_max=16)
+    path = str(tmp_path_factory.mktemp("msg") / "msg.h5")
+    snapshot.save(path, "msg_stylegan", config, msg_gan.build_networks(config))
+    return snapshot.load(path)
+
+
+def test_msg_multiscale_truncation_and_scale_video(msg, tmp_path):
+    from PIL import Image
+    gen_kw = modes.generation_kwargs(msg, truncation_psi=0.6)
+    assert gen_kw == {"truncation_psi": 0.6, "randomize_noise": False}
+    paths = modes.save_multiscale(msg, str(tmp_path), [1, 4], gen_kw, padding=2)
+    strip = np.asarray(Image.open(tmp_path / "seed0004.png"))
+    assert strip.shape == (8, 2 * 8 + 2)  # 4x4 (upsampled) and 8x8 side by side
+    assert np.asarray(Image.open(tmp_path / "multiscale.png")).shape == (2 * 8 + 2, 2 * 8 + 2)
+    assert len(paths) == 3
+    top = to_uint8(msg.generate(latents.latents_for_seeds(msg, [4]), **gen_kw))[0, ..., 0]
+    np.testing.assert_array_equal(strip[:, 10:], top)
+    modes.save_samples(msg, str(tmp_path / "s"), [4], gen_kw)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "s" / "seed0004.png")), top)
+    path = str(tmp_path / "scales.gif")
+    modes.save_video(msg, path, num_points=2, transition_points=2, scales=["0", "1"], gen_kw=gen_kw)
+    assert video.read_video(path).shape[:3] == (4, 8, 16)
+
+
+def test_msg_dgflow_refines(msg, tmp_path):
+    paths = modes.save_grid_images(msg, str(tmp_path), [0, 1, 2, 3], 2, 2, gen_kw={"randomize_noise": False},
+                                   refine=dict(steps=2, save_every=1, eta=0.05))
+    names = {os.path.basename(p) for p in paths}
+    assert {"grid.png", "grid-dgflow-step01.png", "grid-dgflow.npz"} <= names
+
+
+@pytest.fixture(scope="module")
+def glo_snap():
+    from vgrow_tf.models import glo
+    keras.utils.set_random_seed(3)
+    config = glo.make_config(8, 1, z_dim=4, fmaps=8, num_latents=20)
+    table = np.random.RandomState(0).randn(20, 4).astype(np.float32)
+    table /= np.linalg.norm(table, axis=1, keepdims=True)
+    return snapshot.Snapshot("glo.h5", "glo", config, glo.build_networks(config), {"latents": table}, glo)
+
+
+def test_glo_modes(glo_snap, tmp_path):
+    paths = modes.save_glo(glo_snap, str(tmp_path), "generate", rows=2, cols=3)
+    paths += modes.save_glo(glo_snap, str(tmp_path), "interpolate", pairs=2, steps=3)
+    assert all(os.path.isfile(p) for p in paths) and len(paths) == 2
+    with pytest.raises(UserError, match="dataset"):
+        modes.save_glo(glo_snap, str(tmp_path), "reconstruct")
+    # seeds draw from the Gaussian fitted to the learned latents
+    modes.save_samples(glo_snap, str(tmp_path / "s"), [0, 1])
+    from vgrow_tf.sampling import refine as refine_lib
+    with pytest.raises(UserError, match="--corrector"):
+        refine_lib.refine_snapshot(glo_snap, latents.latents_for_seeds(glo_snap, [0]), steps=1)
