@@ -145,11 +145,12 @@ def smooth_walk(sampler_or_dim, num_points, transition_points, smoothing=1.0, se
     sigma = float(smoothing) * transition_points
     if sigma > 0:
         mean = z.mean(axis=0)  # non-centred priors (GLO's fitted Gaussian): smooth around the mean
-        std = (z - mean).std(axis=0)
+        std, lo, hi = (z - mean).std(axis=0), z.min(axis=0), z.max(axis=0)
         z = gaussian_filter1d(z - mean, sigma, axis=0, mode="wrap")
-        if not gaussian:  # keep the prior's per-coordinate spread (smoothing shrinks it)
-            z = z * (std / np.maximum(z.std(axis=0), 1e-12))
-        z = z + mean
+        if not gaussian:  # keep the prior's per-coordinate spread (smoothing shrinks it) and range
+            z = np.clip(z * (std / np.maximum(z.std(axis=0), 1e-12)) + mean, lo, hi)
+        else:
+            z = z + mean
     if renormalize and gaussian:
         z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12) * np.sqrt(dim)
     return z.astype(np.float32)

@@ -156,3 +156,16 @@ def refine_snapshot(snap, latents, corrector=None, discriminator=None, truncatio
         base = gen
         gen = lambda z: _top_scale(base(z))  # noqa: E731 - the corrector reads top-resolution images
     return refine_latents(latents, gen, logit_function(snap, corrector, discriminator), **flow_kw)
+
+
+def refined_images(snap, latents, gen_kw=None, batch_size=64, corrector=None, discriminator=None, domain="a",
+                   **flow_kw):
+    """{step: images [N, H, W, C] in [-1, 1]} for step 0 (base samples) and every saved DGflow step: what a
+    metrics runner scores to report base vs refined samples (the DGflow paper's protocol)."""
+    gen_kw = dict(gen_kw or {})
+    saved, _ = refine_snapshot(snap, latents, corrector=corrector, discriminator=discriminator,
+                               truncation_psi=gen_kw.get("truncation_psi"), domain=domain,
+                               batch_size=batch_size, **flow_kw)
+    return {step: np.concatenate([snap.generate(z[i:i + batch_size], **gen_kw)
+                                  for i in range(0, len(z), batch_size)])
+            for step, z in sorted(saved.items())}
