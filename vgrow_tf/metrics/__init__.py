@@ -1,0 +1,1 @@
+"""Evaluation metrics: FID, KID, IS, precision/recall, PPL (issue 7)."""
