@@ -302,3 +302,12 @@ def test_glo_modes(glo_snap, tmp_path):
     from vgrow_tf.sampling import refine as refine_lib
     with pytest.raises(UserError, match="--corrector"):
         refine_lib.refine_snapshot(glo_snap, latents.latents_for_seeds(glo_snap, [0]), steps=1)
+
+
+def test_cli_video_and_interpolate(pg_snapshot, tmp_path):
+    r = _cli("--snapshot", pg_snapshot, "--out_dir", str(tmp_path), "--mode", "video", "--video_file", "w.gif",
+             "--num_points", "2", "--transition_points", "3", "--resize", "10,12", "--fps", "6")
+    assert r.returncode == 0, r.stderr
+    assert video.read_video(str(tmp_path / "w.gif")).shape == (6, 10, 12, 3)
+    r = _cli("--snapshot", pg_snapshot, "--out_dir", str(tmp_path), "--mode", "video", "--resize", "10")
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("Error: --resize")

@@ -13,7 +13,6 @@ with the logit D + C. Training runs on one device (Adam 2e-4, beta1 0.5, as the 
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from vgrow_tf.errors import UserError
@@ -181,8 +180,9 @@ class Trainer:
         base_f = self._base_logit(fakes) if self._base_logit else 0.0
         with tf.GradientTape() as tape:
             fit = lambda x: fit_images(x, self.resolution, self.arch["channels"])  # noqa: E731
-            d_real = tf.stop_gradient(base_r) + tf.reshape(tf.cast(self.net(fit(reals), training=True), tf.float32), [-1])
-            d_fake = tf.stop_gradient(base_f) + tf.reshape(tf.cast(self.net(fit(fakes), training=True), tf.float32), [-1])
+            c = lambda x: tf.reshape(tf.cast(self.net(fit(x), training=True), tf.float32), [-1])  # noqa: E731
+            d_real = tf.stop_gradient(base_r) + c(reals)
+            d_fake = tf.stop_gradient(base_f) + c(fakes)
             loss = bce_loss(d_real, d_fake)
         grads = tape.gradient(loss, self.net.trainable_variables)
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])

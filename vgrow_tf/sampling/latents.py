@@ -128,7 +128,8 @@ def smooth_walk(sampler_or_dim, num_points, transition_points, smoothing=1.0, se
     num_points * transition_points i.i.d. latents are Gaussian-filtered along time with
     sigma = smoothing * transition_points frames and mode='wrap' (so the last frame flows into the
     first), then (for Gaussian priors) each frame is rescaled to norm sqrt(dim), the typical norm of a
-    standard normal draw; for other priors each coordinate's spread is restored instead. Returns float32 [num_points * transition_points, dim].
+    standard normal draw; for other priors each coordinate's spread and range are restored instead.
+    Returns float32 [num_points * transition_points, dim].
     """
     from scipy.ndimage import gaussian_filter1d
     if num_points < 1 or transition_points < 1:
