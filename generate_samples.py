@@ -135,14 +135,17 @@ def main(argv):
     from vgrow_tf.sampling import latents, modes
 
     mode = FLAGS.mode
-    seeds = _seeds(required=mode in ("samples", "grid", "multiscale") or
-                   (mode == "interpolate") or (mode == "direction" and FLAGS.classifier))
+    if FLAGS.seeds:
+        latents.parse_seeds(FLAGS.seeds)  # a malformed list fails before the snapshot is loaded
     resize = _resize()
     if FLAGS.batch_size < 1:
         raise UserError("--batch_size must be positive")
     snap = snapshot.load(FLAGS.snapshot)
+    glo_mode = mode in ("reconstruct", "generate") or (mode == "interpolate" and snap.kind == "glo")
+    seeds = _seeds(required=not glo_mode and (mode in ("samples", "grid", "multiscale", "interpolate") or
+                                              (mode == "direction" and bool(FLAGS.classifier))))
     refine = _refine_options()
-    if mode in ("reconstruct", "generate") or (mode == "interpolate" and snap.kind == "glo"):
+    if glo_mode:
         paths = modes.save_glo(snap, FLAGS.out_dir, mode, dataset=FLAGS.dataset, count=FLAGS.count,
                                rows=FLAGS.rows or 10, cols=FLAGS.cols or 10, seed=FLAGS.seed,
                                steps=FLAGS.interp_steps, pairs=FLAGS.count, fit_steps=FLAGS.fit_steps)
