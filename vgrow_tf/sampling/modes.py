@@ -317,6 +317,10 @@ def save_glo(snap, out_dir, mode, dataset=None, count=32, rows=10, cols=10, seed
     glo_eval = require_glo(snap, mode)
     os.makedirs(out_dir, exist_ok=True)
     if mode == "reconstruct":
+        recorded = snap.config.get("dataset")
+        if not dataset and not (recorded and os.path.isdir(recorded)):
+            raise UserError(f"--mode reconstruct needs the GLO training dataset: the one recorded in {snap.path} "
+                            f"({recorded}) is not available; pass --dataset DIR")
         result = glo_eval.save_reconstructions(snap, out_dir, dataset_path=dataset, count=count,
                                                heldout_count=count, steps=fit_steps, seed=seed)
         print("GLO reconstruction MSE: " + ", ".join(f"{k} {v:.5f}" for k, v in result.items() if k != "paths"))
