@@ -24,6 +24,8 @@ Choices (see README, "CoGAN / SCoGAN: choices"):
   passes `shared_layers` to a function that does not accept it, so its WR crashes);
 - convolutions use 'same' padding so the architectures also run at 8-16 px for tests and demos;
 - dropout draws its masks from the trainer's checkpointed RNG (stateless dropout), so resume is exact;
+- initialisation: Xavier (Glorot uniform, bias 0) for CoGAN as in its Caffe/PyTorch code, N(0, 0.02) with
+  bias 0.1 for SCoGAN;
 - z ~ U(-1, 1) as in SCoGAN (`--noise_type normal` for the PyTorch CoGAN's N(0, 1)).
 """
 import math
@@ -85,8 +87,13 @@ OPTIONS = [
 
 
 
-def _weight_init():  # a fresh instance per layer: a reused Keras 3 initializer repeats its values
-    return keras.initializers.RandomNormal(0.0, 0.02)
+def _initializers(init):
+    """Fresh instances per layer (a reused Keras 3 initializer repeats its values): SCoGAN's N(0, 0.02)
+    with bias 0.1, or CoGAN's Xavier (Glorot uniform) with bias 0."""
+    if init == "xavier":
+        return dict(kernel_initializer=keras.initializers.GlorotUniform(), bias_initializer="zeros")
+    return dict(kernel_initializer=keras.initializers.RandomNormal(0.0, 0.02),
+                bias_initializer=keras.initializers.Constant(0.1))
 
 
 # --- building blocks ---------------------------------------------------------------------------
@@ -96,10 +103,10 @@ class Block(keras.layers.Layer):
     dropout (stateless, seeded by the caller)."""
 
     def __init__(self, kind, filters, kernel=1, stride=1, bn=False, act=None, pool=False, dropout=0.0,
-                 reshape=None, **kwargs):
+                 reshape=None, init="normal", **kwargs):
         super().__init__(**kwargs)
         self.kind, self.act, self.pool, self.dropout, self.reshape = kind, act, pool, dropout, reshape
-        common = dict(kernel_initializer=_weight_init(), bias_initializer=keras.initializers.Constant(0.1))
+        common = _initializers(init)
         if kind == "dense":
             self.op = keras.layers.Dense(filters, **common)
         elif kind == "conv":
@@ -175,8 +182,14 @@ def _w(width, fmaps, minimum=4):
     return max(minimum, int(round(width * fmaps / 1024)))
 
 
+def _block_for(config):
+    init = config.get("init") or ("xavier" if config["model"] == "cogan" else "normal")
+    return lambda *args, **kwargs: Block(*args, init=init, **kwargs)
+
+
 def generator_layers(config, name):
     """(trunk, tail) layer lists of one generator: trunk = FC + feature stages (CoGAN shares it)."""
+    Block = _block_for(config)  # noqa: N806
     res, fm, ch = config["resolution"], config["fmaps"], config["channels"]
     n_up = int(round(math.log2(res // 4)))
     faces = config["arch"] == "faces"
@@ -195,6 +208,7 @@ def generator_layers(config, name):
 
 def discriminator_layers(config, name):
     """(head, trunk) layer lists of one discriminator: head = the first layer(s) CoGAN keeps per domain."""
+    Block = _block_for(config)  # noqa: N806
     fm = config["fmaps"]
     if config["arch"] == "faces":
         head = [Block("conv", _w(32, fm), 5, 2, bn=True, act="prelu", name=f"{name}_conv0"),
@@ -214,6 +228,7 @@ def discriminator_layers(config, name):
 
 
 def encoder_layers(config):
+    Block = _block_for(config)  # noqa: N806
     fm = config["fmaps"]
     return [Block("conv", _w(64, fm), 3, 1, act="lrelu", name="E_conv0"),
             Block("conv", _w(128, fm), 3, 2, act="lrelu", name="E_conv1"),
@@ -236,7 +251,8 @@ def make_config(model, resolution, channels, z_dim=100, fmaps=1024, arch="auto",
         raise UserError(f"CoGAN/SCoGAN need a power-of-two resolution >= 8, got {resolution}")
     arch = default_arch(resolution) if arch in (None, "auto") else arch
     return dict(model=model, resolution=int(resolution), channels=int(channels), z_dim=int(z_dim),
-                fmaps=int(fmaps), arch=arch, noise_type=noise_type, cycle=bool(cycle))
+                fmaps=int(fmaps), arch=arch, noise_type=noise_type, cycle=bool(cycle),
+                init="xavier" if model == "cogan" else "normal")
 
 
 def build_networks(config):
