@@ -6,6 +6,7 @@ Statistics are float64 with np.cov's N-1 normalisation; the matrix square root i
 eps * I added to both covariances; the real part is kept.
 """
 import logging
+import warnings
 
 import numpy as np
 import scipy.linalg
@@ -37,6 +38,14 @@ def feature_statistics(features):
     return mu, sigma
 
 
+def _sqrtm(matrix):
+    """scipy.linalg.sqrtm(matrix, disp=False)[0], as TTUR / pytorch-fid call it (newer SciPy warns about
+    `disp`; the result is the same)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return scipy.linalg.sqrtm(matrix, disp=False)[0]
+
+
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     """FID between N(mu1, sigma1) and N(mu2, sigma2), as a Python float."""
     mu1 = np.atleast_1d(np.asarray(mu1, np.float64))
@@ -47,11 +56,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
         raise ValueError(f"statistics of different dimensions: {mu1.shape} vs {mu2.shape}, "
                          f"{sigma1.shape} vs {sigma2.shape}")
     diff = mu1 - mu2
-    covmean, _ = scipy.linalg.sqrtm(sigma1.dot(sigma2), disp=False)
+    covmean = _sqrtm(sigma1.dot(sigma2))
     if not np.isfinite(covmean).all():
         logging.warning("FID: sqrtm(S1 S2) is singular; adding %g to the covariance diagonals", eps)
         offset = np.eye(sigma1.shape[0]) * eps
-        covmean, _ = scipy.linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset), disp=False)
+        covmean = _sqrtm((sigma1 + offset).dot(sigma2 + offset))
     if np.iscomplexobj(covmean):
         imag = np.max(np.abs(np.diagonal(covmean).imag)) if covmean.size else 0.0
         if imag > 1e-3:
