@@ -136,7 +136,8 @@ class Evaluator:
             feats = cached["features"]
         else:
             feats = self._extract_reals(net, count, mirror)
-            if self.use_cache and spec.kind != "fid":  # FID keeps only (mu, sigma) on disk
+            keep = any(s.kind in ("kid", "pr") and s.detector == spec.detector for s in self.specs)
+            if self.use_cache and keep:  # FID alone keeps only (mu, sigma) on disk
                 reference.save_npz(path, features=feats.astype(np.float32), meta=json.dumps(items, default=str))
         _REAL_MEMO[key] = feats
         return feats
@@ -353,8 +354,13 @@ def evaluate_snapshot(snapshot_path, dataset_path, metrics, run_dir=None, **kw):
     run_dir's metric files when run_dir is given. Returns a list of dicts with `metric`, `value`, ..."""
     if not os.path.isfile(snapshot_path):
         raise UserError(f"snapshot {snapshot_path} does not exist")
-    if run_dir and kw.get("mirror_augment") is None:
-        kw["mirror_augment"] = bool(_read_run_options(run_dir).get("mirror_augment") or False)
+    if run_dir:  # during training: the run's own settings where the caller gave none
+        options = _read_run_options(run_dir)
+        if kw.get("mirror_augment") is None:
+            kw["mirror_augment"] = bool(options.get("mirror_augment") or False)
+        for key in ("feature_net", "inception_path", "pr_feature_net", "vgg16_path", "lpips_path"):
+            if kw.get(key) is None and options.get(key):
+                kw[key] = options[key]
     evaluator = Evaluator(dataset_path, metrics, **kw)
     results = evaluator.evaluate(snapshot_path)
     if run_dir:
