@@ -232,3 +232,28 @@ def test_cli_run_dir(env, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "fid32-digits_features.keras" in r.stdout and "network-snapshot-000000" in r.stdout
     assert (out / "metric-fid32-digits_features.keras.txt").exists() and (out / "metrics.jsonl").exists()
+
+
+_MULTI_REPLICA = """
+import sys; sys.path.insert(0, {tests!r})
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from test_metrics_runner import make_fake_inception_graph
+from vgrow_tf.metrics import features
+make_fake_inception_graph({pb!r})
+net = features.get_feature_net("inception_pb", inception_path={pb!r})
+images = np.random.RandomState(0).randint(0, 256, (7, 10, 10, 3)).astype(np.uint8)
+one = net(images)
+net.strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+two = net(images)
+assert all(np.allclose(one[k], two[k], atol=1e-5) for k in one), "replicas disagree"
+print("OK", two["features"].shape)
+"""
+
+
+def test_feature_extraction_over_two_replicas(tmp_path):
+    code = _MULTI_REPLICA.format(tests=os.path.join(ROOT, "tests"), pb=str(tmp_path / "g.pb"))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert r.returncode == 0 and "OK (7, 16)" in r.stdout, r.stderr[-2000:]

@@ -87,7 +87,11 @@ class FeatureNet:
         shards = [images[bounds[i]:bounds[i + 1]] for i in range(replicas)]
         values = strategy.experimental_distribute_values_from_function(
             lambda ctx: tf.constant(shards[ctx.replica_id_in_sync_group]))
-        out = strategy.run(self.fn, args=(values,))
+        if getattr(self, "_dist_for", None) is not strategy:
+            self._dist_for = strategy
+            fn = self.fn
+            self._dist_fn = tf.function(lambda v: strategy.run(lambda x: fn(x), args=(v,)), reduce_retracing=True)
+        out = self._dist_fn(values)
         return {k: np.concatenate([np.asarray(t.numpy()).reshape(len(s), -1) for t, s in
                                    zip(strategy.experimental_local_results(v), shards)])
                 for k, v in out.items()}
