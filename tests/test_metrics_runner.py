@@ -257,3 +257,19 @@ def test_feature_extraction_over_two_replicas(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert r.returncode == 0 and "OK (7, 16)" in r.stdout, r.stderr[-2000:]
+
+
+def test_ppl_with_lpips_model_file(env, tmp_path):
+    a, b = keras.Input((8, 8, 1)), keras.Input((8, 8, 1))
+    d = keras.layers.Subtract()([a, b])
+    dist = keras.layers.GlobalAveragePooling2D()(keras.layers.Multiply()([d, d]))
+    lpips_path = str(tmp_path / "lpips.keras")
+    keras.Model([a, b], dist).save(lpips_path)
+    with pytest.raises(UserError, match="lpips_path"):
+        runner.evaluate_snapshot(env["snap"], None, ["ppl_zend16"], progress=False)
+    res = runner.evaluate_snapshot(env["snap"], None, ["ppl_zend16", "ppl_zfull16"], lpips_path=lpips_path,
+                                   batch_size=8, progress=False)
+    assert [r["metric"] for r in res] == ["ppl_zend16", "ppl_zfull16"]
+    assert all(np.isfinite(r["value"]) and r["value"] > 0 for r in res)
+    with pytest.raises(UserError, match="StyleGAN-type"):
+        runner.evaluate_snapshot(env["snap"], None, ["ppl_wend16"], lpips_path=lpips_path, progress=False)
