@@ -47,6 +47,12 @@ flags.DEFINE_enum("strategy", "auto", ["auto", "one_device", "mirrored"], "Distr
                   "extraction.")
 flags.DEFINE_string("output", None, "Write results here (default: --run_dir, else the snapshot's directory).")
 flags.DEFINE_boolean("progress", True, "Show progress bars.")
+flags.DEFINE_enum("refine", None, ["dgflow"], "Score samples refined by DGflow (metric names get -dgflow).")
+flags.DEFINE_float("dgflow_eta", 0.1, "DGflow step size.")
+flags.DEFINE_float("dgflow_gamma", 0.01, "DGflow noise level (entropy weight).")
+flags.DEFINE_integer("dgflow_steps", 25, "DGflow steps.")
+flags.DEFINE_string("dgflow_divergence", "KL", "DGflow f-divergence: KL, JS, LogD or Jef.")
+flags.DEFINE_string("corrector", None, "DGflow: a dgflow_corrector snapshot for generators without a discriminator.")
 flags.DEFINE_boolean("verbose", False, "Show tracebacks of user errors.")
 FLAGS = flags.FLAGS
 
@@ -90,7 +96,9 @@ def main(argv):
         inception_path=FLAGS.inception_path, pr_feature_net=FLAGS.pr_feature_net, vgg16_path=FLAGS.vgg16_path,
         lpips_path=FLAGS.lpips_path, mirror_augment=mirror, repeats=FLAGS.repeats, batch_size=FLAGS.batch_size,
         seed=FLAGS.seed, truncation_psi=FLAGS.truncation_psi, ref_stats=FLAGS.ref_stats,
-        cache_dir=FLAGS.cache_dir, strategy=strategy, progress=FLAGS.progress, domain=FLAGS.domain)
+        cache_dir=FLAGS.cache_dir, strategy=strategy, progress=FLAGS.progress, domain=FLAGS.domain,
+        refine=dict(steps=FLAGS.dgflow_steps, eta=FLAGS.dgflow_eta, gamma=FLAGS.dgflow_gamma,
+                    divergence=FLAGS.dgflow_divergence, corrector=FLAGS.corrector) if FLAGS.refine else None)
     print(runner.format_table(results))
     print(f"results appended to {os.path.join(out_dir, 'metric-<name>.txt')} and metrics.jsonl")
 

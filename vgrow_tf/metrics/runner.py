@@ -65,7 +65,7 @@ class Evaluator:
     def __init__(self, dataset_path, metrics, feature_net=None, inception_path=None, pr_feature_net=None,
                  vgg16_path=None, lpips_path=None, mirror_augment=False, repeats=1, batch_size=64, seed=1000,
                  truncation_psi=None, ref_stats=None, cache_dir=None, strategy=None, progress=True,
-                 domain="a", use_cache=True, log=None):
+                 domain="a", use_cache=True, log=None, refine=None):
         from vgrow_tf import data as data_lib
         self.specs = parse_metrics(metrics)
         if not dataset_path and any(s.needs_reals for s in self.specs) and not (
@@ -91,6 +91,12 @@ class Evaluator:
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._nets = {}
         self._lpips = None
+        # DGflow: score refined samples. {"steps", "eta", "gamma", "divergence", "corrector": path or None}
+        self.refine = dict(refine) if refine else None
+        self._corrector = None
+        if self.refine and self.refine.get("corrector"):
+            from vgrow_tf import snapshot as snapshot_lib
+            self._corrector = snapshot_lib.load(self.refine["corrector"], expect_kind="dgflow_corrector")
         if any(s.kind == "ppl" for s in self.specs):  # fail before any work when the weights are missing
             from vgrow_tf.metrics import ppl
             self._lpips = ppl.load_lpips(lpips_path)
@@ -108,7 +114,19 @@ class Evaluator:
 
     def metric_name(self, spec, net):
         default = DEFAULT_FEATURE_NET if spec.detector == "inception" else DEFAULT_PR_FEATURE_NET
-        return spec.name if net is None or net.name == default else f"{spec.name}-{_short(net)}"
+        name = spec.name if net is None or net.name == default else f"{spec.name}-{_short(net)}"
+        return name + ("-dgflow" if self.refine else "")
+
+    def _refined(self, snap, latents, seed):
+        """The latents after DGflow (DGflow paper protocol: the same latents, refined, then scored)."""
+        from vgrow_tf.sampling import refine
+        steps = int(self.refine.get("steps", 25))
+        saved, _ = refine.refine_snapshot(
+            snap, latents, corrector=self._corrector, truncation_psi=self.truncation_psi, domain=self.domain,
+            eta=float(self.refine.get("eta", 0.1)), gamma=float(self.refine.get("gamma", 0.01)), steps=steps,
+            divergence=self.refine.get("divergence", "KL"), save_every=steps, seed=seed,
+            batch_size=self.batch_size)
+        return saved[max(saved)]
 
     # --- reals ------------------------------------------------------------------------------------
     def _real_plan(self, spec):
@@ -192,6 +210,8 @@ class Evaluator:
         from vgrow_tf.sampling.latents import LatentSampler
         total = max(needs.values())
         latents = LatentSampler(snap).draw(total, seed)
+        if self.refine:
+            latents = self._refined(snap, np.asarray(latents), seed)
         gen_kw = self._gen_kw(snap)
         parts = {d: [] for d in needs}
         with _tqdm(total, f"fakes (seed {seed})", self.progress) as bar:
