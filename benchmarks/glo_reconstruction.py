@@ -5,7 +5,7 @@
 """
 import argparse
 
-import numpy as np
+
 
 from vgrow_tf.errors import run_cli
 from vgrow_tf.models import glo

@@ -12,7 +12,7 @@ import PIL.Image
 import pytest
 import tensorflow as tf
 
-from vgrow_tf.data import image_pyramid, inspect_dataset, load_dataset, reader, tool, writer
+from vgrow_tf.data import inspect_dataset, load_dataset, tool, writer
 from vgrow_tf.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,3 +1,6 @@
 """Datasets: the tfrecord writer and sources behind dataset_tool.py, and the tf.data reader."""
-from vgrow_tf.data.reader import (DatasetInfo, image_pyramid, inspect_dataset, load_dataset,  # noqa: F401
-                                  read_labels, resolve_dataset)
+from vgrow_tf.data.reader import (DatasetInfo, dataset_from_options, image_pyramid, inspect_dataset,
+                                  load_dataset, read_labels, resolve_dataset)
+
+__all__ = ["DatasetInfo", "dataset_from_options", "image_pyramid", "inspect_dataset", "load_dataset",
+           "read_labels", "resolve_dataset"]

@@ -38,6 +38,14 @@ def resolve_dataset(name_or_path, data_root="datasets"):
                     f"`python dataset_tool.py create_... {name_or_path} <source>`")
 
 
+def dataset_from_options(options, flag="dataset"):
+    """DatasetInfo for a training option (`--dataset`, `--dataset_b`), resolved under --data_root."""
+    value = getattr(options, flag, None)
+    if not value:
+        raise UserError(f"--{flag} is required (a dataset directory made by dataset_tool.py)")
+    return inspect_dataset(resolve_dataset(value, getattr(options, "data_root", "datasets")))
+
+
 def _first_record_shape(path):
     try:
         for record in tf.data.TFRecordDataset(path).take(1):

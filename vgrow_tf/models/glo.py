@@ -234,11 +234,7 @@ class Trainer:
 
     DEFAULTS = dict(total_nimg=PAPER_EPOCHS * 60000, tick_kimg=10, snapshot_kimg=100)
 
-    @staticmethod
-    def inspect_data(options):
-        if not options.dataset:
-            raise UserError("--dataset is required (a dataset directory made by dataset_tool.py)")
-        return data_lib.inspect_dataset(data_lib.resolve_dataset(options.dataset, options.data_root))
+    inspect_data = staticmethod(data_lib.dataset_from_options)
 
     @staticmethod
     def run_name_suffix(options):
