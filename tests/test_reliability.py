@@ -127,3 +127,58 @@ def test_resume_with_contradicting_flags_is_refused(digits8, tmp_path):
                       "--divergence=JS")
     assert other.returncode == 2 and "contradict" in other.stderr and "divergence" in other.stderr
     assert "Traceback" not in other.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_snapshot(tmp_path_factory):
+    from vgrow_tf import snapshot
+    from vgrow_tf.models import vgrow_pg
+    config = vgrow_pg.make_config(8, 1, z_dim=4, fmaps=4)
+    path = str(tmp_path_factory.mktemp("snap") / "network-final.h5")
+    snapshot.save(path, "vgrow_pg", config, vgrow_pg.build_networks(config))
+    return path
+
+
+def test_snapshot_of_another_kind_and_truncated_snapshot(tiny_snapshot, tmp_path):
+    from vgrow_tf import snapshot
+    from vgrow_tf.errors import UserError
+    with pytest.raises(UserError, match="is a 'vgrow_pg' snapshot; this needs glo"):
+        snapshot.load(tiny_snapshot, expect_kind="glo")
+    broken = tmp_path / "truncated.h5"
+    data = open(tiny_snapshot, "rb").read()
+    broken.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="truncated|corrupt|not a"):
+        snapshot.load(str(broken))
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "generate_samples.py"), f"--snapshot={broken}",
+                             f"--out_dir={tmp_path / 'out'}", "--seeds=0-1"], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: ")
+
+
+@pytest.mark.parametrize("exception, message", [
+    (OSError(28, "No space left on device", "/runs/x.h5"), "the disk is full while writing /runs/x.h5"),
+    (OSError(13, "Permission denied", "/runs"), "cannot write /runs: permission denied"),
+    (MemoryError(), "out of memory; try a smaller --batch_size"),
+])
+def test_run_cli_turns_system_failures_into_one_line(exception, message, capsys):
+    from vgrow_tf.errors import run_cli
+
+    def fail(argv):
+        raise exception
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(fail, ["prog"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().startswith(f"Error: {message}")
+
+
+def test_device_out_of_memory_names_the_batch_size(capsys):
+    import tensorflow as tf
+    from vgrow_tf.errors import run_cli
+
+    def fail(argv):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+
+    with pytest.raises(SystemExit):
+        run_cli(fail, ["prog"])
+    assert "try a smaller --batch_size" in capsys.readouterr().err
