@@ -14,7 +14,7 @@ import tensorflow as tf
 from vgrow_tf import data as data_lib
 from vgrow_tf.errors import UserError
 from vgrow_tf.training.options import Option
-from vgrow_tf.training.steps import apply_if_finite, make_adam, reduce_sum
+from vgrow_tf.training.steps import apply_if_finite, host_stats, make_adam, reduce_sum
 
 KIND = "classifier"
 KINDS = (KIND,)
@@ -189,6 +189,5 @@ class Trainer:
             self._step = self._make_step()
         stats = self._step(*self._iterators)
         self.batches.assign_add(1)
-        stats = {k: float(v.numpy()) for k, v in stats.items()}
-        finite = bool(stats.pop("finite"))
+        stats, finite = host_stats(stats)
         return dict(stats, nimg=self.batch, nonfinite=not finite)

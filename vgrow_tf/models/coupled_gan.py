@@ -39,7 +39,7 @@ from vgrow_tf import data as data_lib
 from vgrow_tf import losses as losses_lib
 from vgrow_tf.errors import UserError
 from vgrow_tf.training.options import Option
-from vgrow_tf.training.steps import apply_if_finite, make_adam, reduce_sum
+from vgrow_tf.training.steps import apply_if_finite, host_stats, make_adam, reduce_sum
 from vgrow_tf.training.strategy import replica_slice
 
 KIND = "scogan"
@@ -763,8 +763,7 @@ class Trainer:
             self._step = self._make_step()
         stats = self._step(*self._iterators)
         self.batches.assign_add(self.options.disc_iters)
-        stats = {k: float(v.numpy()) for k, v in stats.items()}
-        finite = bool(stats.pop("finite"))
+        stats, finite = host_stats(stats)
         return dict(stats, nimg=self.options.disc_iters * self.batch, nonfinite=not finite)
 
 

@@ -23,7 +23,7 @@ from vgrow_tf import data as data_lib
 from vgrow_tf import losses
 from vgrow_tf.errors import UserError
 from vgrow_tf.training.options import Option
-from vgrow_tf.training.steps import reduce_sum
+from vgrow_tf.training.steps import host_stats, reduce_sum
 
 KIND = "glo"
 KINDS = (KIND,)
@@ -460,6 +460,5 @@ class Trainer:
     def train_iteration(self, cur_nimg):
         if self._step is None:
             self._step = self._make_step()
-        stats = {k: v.numpy() for k, v in self._step(self._get_iterator()).items()}
-        finite = bool(stats.pop("finite"))
+        stats, finite = host_stats(self._step(self._get_iterator()))
         return dict(stats, nimg=self.batch, nonfinite=not finite)

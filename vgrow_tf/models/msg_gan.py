@@ -28,7 +28,7 @@ from vgrow_tf import layers, losses
 from vgrow_tf.errors import UserError
 from vgrow_tf.training import ema as ema_lib
 from vgrow_tf.training.options import Option
-from vgrow_tf.training.steps import apply_if_finite, make_adam, reduce_sum, scale_loss
+from vgrow_tf.training.steps import apply_if_finite, host_stats, make_adam, reduce_sum, scale_loss
 from vgrow_tf.training.strategy import replica_slice
 
 KIND = "msg_stylegan"
@@ -725,8 +725,7 @@ class Trainer:
             self._step = self._make_step()
         stats = self._step(self._iterator(), tf.constant(self.ema_beta, tf.float32))
         self.batches_seen.assign_add(1)
-        stats = {k: v.numpy() for k, v in stats.items()}
-        finite = bool(stats.pop("finite"))
+        stats, finite = host_stats(stats)
         if not self.r1_gamma:
             stats.pop("r1")
         if self.loss_name != "wgan-gp":

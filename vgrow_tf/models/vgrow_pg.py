@@ -22,7 +22,7 @@ from vgrow_tf.errors import UserError
 from vgrow_tf.training import ema as ema_lib
 from vgrow_tf.training import schedule
 from vgrow_tf.training.options import Option
-from vgrow_tf.training.steps import apply_if_finite, make_adam, reduce_sum, scale_loss
+from vgrow_tf.training.steps import apply_if_finite, host_stats, make_adam, reduce_sum, scale_loss
 from vgrow_tf.training.strategy import replica_slice
 
 KIND = "vgrow_pg"
@@ -398,7 +398,6 @@ class Trainer:
                                    tf.constant(self.options.coef_smoothing, tf.float32))
         self.level_batches.assign(tf.tensor_scatter_nd_add(
             self.level_batches, [[level]], tf.constant([self.options.T * self.options.U], tf.int64)))
-        stats = {k: v.numpy() for k, v in stats.items()}
-        finite = bool(stats.pop("finite"))
+        stats, finite = host_stats(stats)
         return dict(stats, nimg=self.options.T * self.options.U * self.batch_size(level),
                     nonfinite=not finite)

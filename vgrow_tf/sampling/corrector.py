@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from vgrow_tf.errors import UserError
 from vgrow_tf.training.options import Option
+from vgrow_tf.training.steps import host_stats
 
 KIND = "dgflow_corrector"
 KINDS = (KIND,)
@@ -205,6 +206,5 @@ class Trainer:
         fakes = tf.constant(self.gen.generate(z), tf.float32)
         stats = self._step(reals, fakes)
         self.batches.assign_add(1)
-        stats = {k: float(v.numpy()) for k, v in stats.items()}
-        finite = bool(stats.pop("finite"))
+        stats, finite = host_stats(stats)
         return dict(stats, nimg=self.batch, nonfinite=not finite)

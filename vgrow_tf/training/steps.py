@@ -38,3 +38,9 @@ def apply_if_finite(strategy, optimizer, per_replica_grads, variables):
         return tf.constant(True)
 
     return tf.cond(finite, apply, lambda: tf.constant(False))
+
+
+def host_stats(step_outputs):
+    """A step's scalar outputs on the host: ({name: float}, finite), the 'finite' flag taken out."""
+    stats = {name: float(value) for name, value in step_outputs.items()}
+    return stats, bool(stats.pop("finite"))
