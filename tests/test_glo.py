@@ -17,14 +17,6 @@ TINY = dict(batch_size=32, fmaps=8, z_dim=8, holdout=97, num_row=2, num_line=4)
 RNG = np.random.RandomState(0)
 
 
-@pytest.fixture(scope="module")
-def digits8(tmp_path_factory):
-    from vgrow_tf.data import tool
-    path = str(tmp_path_factory.mktemp("data") / "digits8")
-    tool.create_digits(path, resolution=8)
-    return path
-
-
 def make_trainer(digits8, **kw):
     options = make_options("glo", dataset=digits8, **dict(TINY, **kw))
     return glo.Trainer(options, tf.distribute.get_strategy(), glo.Trainer.inspect_data(options))

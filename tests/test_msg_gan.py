@@ -160,14 +160,6 @@ def test_r1_includes_the_pooling_back_flow():
 
 # --- training ------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def digits8(tmp_path_factory):
-    from vgrow_tf.data import tool
-    path = str(tmp_path_factory.mktemp("data") / "digits8")
-    tool.create_digits(path, resolution=8)
-    return path
-
-
 def _trainer(digits8, model, **kw):
     options = make_options(model, dataset=digits8, **dict(TINY, **kw))
     return msg_gan.Trainer(options, tf.distribute.get_strategy(), msg_gan.Trainer.inspect_data(options))

@@ -7,7 +7,6 @@ import sys
 
 import h5py
 import numpy as np
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--model=vgrow_pg", "--fmaps=8", "--batch_size=8", "--dur_nimg=64", "--tick_kimg=0.064",
@@ -22,14 +21,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def digits8(tmp_path_factory):
-    from vgrow_tf.data import tool
-    path = str(tmp_path_factory.mktemp("data") / "digits8")
-    tool.create_digits(path, resolution=8)
-    return path
 
 
 def final_weights(run_dir):

@@ -23,14 +23,6 @@ def train_cmd(*args):
     return [sys.executable, os.path.join(ROOT, "train.py"), *TINY, *args]
 
 
-@pytest.fixture(scope="module")
-def digits8(tmp_path_factory):
-    from vgrow_tf.data import tool
-    path = str(tmp_path_factory.mktemp("data") / "digits8")
-    tool.create_digits(path, resolution=8)
-    return path
-
-
 def assert_run_dir_consistent(run_dir):
     """Every snapshot opens and every checkpoint the manager lists has its files."""
     import tensorflow as tf

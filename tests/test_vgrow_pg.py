@@ -50,14 +50,6 @@ def test_4x4_pixelnorm_bug_is_kept_by_default_and_switchable():
 
 
 @pytest.fixture(scope="module")
-def digits8(tmp_path_factory):
-    from vgrow_tf.data import tool
-    path = str(tmp_path_factory.mktemp("data") / "digits8")
-    tool.create_digits(path, resolution=8)
-    return path
-
-
-@pytest.fixture(scope="module")
 def trainer(digits8):
     options = make_options("vgrow_pg", dataset=digits8, **TINY)
     strategy = tf.distribute.get_strategy()
