@@ -174,3 +174,21 @@ def test_device_out_of_memory_names_the_batch_size(capsys):
     with pytest.raises(SystemExit):
         run_cli(fail, ["prog"])
     assert "try a smaller --batch_size" in capsys.readouterr().err
+
+
+def test_checkpoint_keeper_lists_only_complete_kept_checkpoints(tmp_path):
+    import tensorflow as tf
+    from vgrow_tf.training.loop import CheckpointKeeper
+    value = tf.Variable(0.0)
+    keeper = CheckpointKeeper(tf.train.Checkpoint(value=value), str(tmp_path), keep=2)
+    for n in (100, 200, 300, 400):
+        value.assign(float(n))
+        keeper.save(n)
+        listed = keeper.checkpoints
+        assert all(tf.io.gfile.exists(p + ".index") for p in listed)
+    assert [os.path.basename(p) for p in listed] == ["ckpt-300", "ckpt-400"]
+    assert keeper.latest_checkpoint.endswith("ckpt-400")
+    assert not glob.glob(str(tmp_path / "ckpt-100*")) and not glob.glob(str(tmp_path / "ckpt-200*"))
+    restored = tf.Variable(0.0)
+    tf.train.Checkpoint(value=restored).restore(listed[0]).assert_existing_objects_matched()
+    assert float(restored.numpy()) == 300.0

@@ -88,6 +88,40 @@ def _next_multiple(nimg, every_nimg):
     return (nimg // every_nimg + 1) * every_nimg
 
 
+class CheckpointKeeper:
+    """Numbered checkpoints `ckpt-<nimg>` in one directory, the newest `keep` of them listed and kept.
+
+    Unlike tf.train.CheckpointManager, whose sweep deletes old files before it rewrites the state
+    file (a SIGKILL in between leaves the state listing a deleted checkpoint), this writes the new
+    checkpoint, then atomically rewrites the state to list only the kept ones, then deletes the rest:
+    at every instant the state file lists complete checkpoints only.
+    """
+
+    def __init__(self, checkpoint, directory, keep):
+        self.checkpoint, self.directory, self.keep = checkpoint, directory, keep
+
+    @property
+    def checkpoints(self):
+        state = tf.train.get_checkpoint_state(self.directory)
+        return list(state.all_model_checkpoint_paths) if state else []
+
+    @property
+    def latest_checkpoint(self):
+        return tf.train.latest_checkpoint(self.directory)
+
+    def save(self, checkpoint_number):
+        self.checkpoint.save_counter.assign_add(1)  # as CheckpointManager does, so restores match it
+        path = self.checkpoint.write(os.path.join(self.directory, f"ckpt-{checkpoint_number}"))
+        listed = [p for p in self.checkpoints if p != path] + [path]
+        kept = listed[-self.keep:] if self.keep else listed
+        tf.compat.v1.train.update_checkpoint_state(  # atomic rename inside; relative names survive a move
+            self.directory, os.path.basename(path), [os.path.basename(p) for p in kept])
+        for stale in listed[:len(listed) - len(kept)]:
+            for file in tf.io.gfile.glob(stale + ".index") + tf.io.gfile.glob(stale + ".data-?????-of-?????"):
+                tf.io.gfile.remove(file)
+        return path
+
+
 class TrainingSession:
     """Holds the trainer, the run directory and the writers for one train() call."""
 
@@ -100,8 +134,7 @@ class TrainingSession:
         ckpt_dir = run_dir_lib.checkpoint_dir(run_dir)
         if not chief:  # every worker must save (collective ops); non-chiefs write to a scratch dir
             ckpt_dir = os.path.join(run_dir, f".worker-{strategy.cluster_resolver.task_id}-ckpt")
-        self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir,
-                                                  max_to_keep=options.keep_checkpoints)
+        self.manager = CheckpointKeeper(self.checkpoint, ckpt_dir, options.keep_checkpoints)
         self.writer = tf.summary.create_file_writer(run_dir) if chief else tf.summary.create_noop_writer()
 
     # --- persistence -------------------------------------------------------------------------
