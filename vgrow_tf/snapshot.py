@@ -88,13 +88,31 @@ class Snapshot:
         return self.family.discriminator_logit(self.networks, self.config, images, **kwargs)
 
 
-def load(path, expect_kind=None):
-    from vgrow_tf import models
+def is_native(path):
+    """True for one of our snapshot files (HDF5); False for anything else, e.g. an original model."""
+    return os.path.isfile(path) and h5py.is_hdf5(path)
 
-    kind, config = read_header(path)
+
+def _check_kind(path, kind, expect_kind):
     kinds = (expect_kind,) if isinstance(expect_kind, str) else expect_kind
     if kinds and kind not in kinds:
         raise UserError(f"{path} is a '{kind}' snapshot; this needs {' or '.join(kinds)}")
+
+
+def load(path, expect_kind=None, source_format=None, **import_options):
+    """Our snapshot file, or a model saved by an original code (converted in memory, see interop)."""
+    from vgrow_tf import models
+
+    if source_format or not is_native(path):
+        from vgrow_tf import interop
+
+        if source_format or interop.detect(path):
+            imported = interop.load(path, source_format, **import_options)
+            _check_kind(path, imported.kind, expect_kind)
+            return Snapshot(path, imported.kind, imported.config, imported.networks, imported.arrays,
+                            models.get_family(imported.kind))
+    kind, config = read_header(path)
+    _check_kind(path, kind, expect_kind)
     family = models.get_family(kind)
     networks = family.build_networks(config)
     try:
