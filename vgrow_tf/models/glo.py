@@ -10,10 +10,17 @@ without its bugs:
 - `--glo_optimizer=adam --learning_rate=1e-4 --clip_norm=20 [--lr_weight_decay]` for the generator,
   `--z_update=after_g --alpha=A` for the reference's latent step (z <- z - A * grad at the updated G),
   `--loss=local_moment`, `--glo_arch=reference`, `--init=uniform|gaussian --latent_projection=...`;
-- not reproduced: latents updated only on their first visit, codes leaking between runs, BN with batch
-  statistics at inference, and the wrong-axis "Gaussian" sampling (see vgrow_tf/sampling/glo_eval.py).
+- the reference generator computes what the original's does: TF1's legacy bilinear resize, BatchNorm
+  with epsilon 1e-3 and Adam with epsilon 1e-8 (TF1's defaults), `--init=uniform|gaussian` codes kept
+  unnormalised until their first step (as the reference's download.py stores them);
+- BN at generation: moving statistics by default (`bn_mode="moving"`); the reference normalises with
+  the statistics of each generated batch even at test time, available as `bn_mode="batch"`;
+- not reproduced: latents updated only on their first visit, codes leaking between runs, and the
+  wrong-axis "Gaussian" sampling (see vgrow_tf/sampling/glo_eval.py).
+Models trained by the reference code load through vgrow_tf/interop/glo_checkpoint.py.
 """
 import math
+import os
 
 import keras
 import numpy as np
@@ -32,6 +39,13 @@ PAPER_EPOCHS = 25
 # The reference's generator widths (MNIST / SVHN, CIFAR-10 at 32 px), widest first; the first entry
 # of each list is our addition for 64 px (one more block).
 REFERENCE_WIDTHS = {1: [200, 100, 50, 25, 6], 3: [512, 384, 128, 64, 16]}
+# tf.contrib.layers.batch_norm's default epsilon (the reference's BN); Keras' default is 1e-3 too, the
+# DCGAN generator keeps the 1e-5 of the paper's DCGAN code.
+REFERENCE_BN_EPSILON = 1e-3
+DCGAN_BN_EPSILON = 1e-5
+# TF1's AdamOptimizer epsilon (Keras 3 defaults to 1e-7).
+TF1_ADAM_EPSILON = 1e-8
+BN_MODES = ("moving", "batch")
 
 OPTIONS = [
     Option("z_dim", None, "Latent size (default 512; GLO 100, CoGAN 100).", "integer"),
@@ -100,7 +114,12 @@ def pca_codes(images, z_dim, seed=0):
 
 
 def initial_latents(init, count, z_dim, projection, seed=0, images=None):
-    """[count, z_dim] float32 initial codes, projected as training will project them."""
+    """[count, z_dim] float32 initial codes.
+
+    pca rows are unit-norm (as the reference's download.py writes them); gaussian and uniform codes are
+    returned unnormalised, as the reference stores them: the first step of each latent starts from the
+    raw code and projects only its result.
+    """
     rng = np.random.RandomState(seed)
     if init == "pca":
         codes = pca_codes(images, z_dim, seed)
@@ -110,11 +129,17 @@ def initial_latents(init, count, z_dim, projection, seed=0, images=None):
         codes = rng.uniform(-1.0, 1.0, size=(count, z_dim))
     else:
         raise UserError(f"unknown --init {init!r}; choose pca, gaussian or uniform")
-    return project_np(codes.astype(np.float32), projection).astype(np.float32)
+    return np.asarray(codes, np.float32)
 
 
 def read_images(path, resolution=None, start=0, stop=None):
-    """Records [start, stop) of one level as NHWC float32 in [-1, 1] (record order = latent index)."""
+    """Records [start, stop) of one level as NHWC float32 in [-1, 1] (record order = latent index).
+
+    `path` is one of our dataset directories, or the GLO reference's data.hdf5 (records in id.txt order,
+    images at their stored size; `resolution` is then ignored)."""
+    if os.path.isfile(path):
+        from vgrow_tf.interop.glo_checkpoint import read_reference_images
+        return read_reference_images(path, start, stop)
     from vgrow_tf.data.reader import iterate_uint8
     info = data_lib.inspect_dataset(path)
     out = []
@@ -126,6 +151,39 @@ def read_images(path, resolution=None, start=0, stop=None):
     if not out:
         raise UserError(f"dataset {path} has no records in [{start}, {stop})")
     return np.stack(out).transpose(0, 2, 3, 1).astype(np.float32) / 127.5 - 1.0
+
+
+def fit_gaussian(latents):
+    """Mean and full covariance (maximum likelihood) of the learned latents."""
+    latents = np.asarray(latents, np.float64)
+    mean = latents.mean(axis=0)
+    centred = latents - mean
+    return mean, centred.T @ centred / len(latents)
+
+
+def sample_gaussian(mean, cov, count, seed=0):
+    """`count` draws from N(mean, cov) (the paper's sampler; no projection), float32."""
+    rng = np.random.RandomState(seed)
+    chol = np.linalg.cholesky(cov + 1e-8 * np.eye(len(mean)) * max(np.trace(cov) / len(mean), 1e-12))
+    return (mean + rng.randn(count, len(mean)) @ chol.T).astype(np.float32)
+
+
+def sampling_rows(arrays):
+    """The latent-table rows that were learned: all of them for our snapshots, the examples the
+    original trained on for an imported reference model (`arrays["learned"]`)."""
+    latents = np.asarray(arrays["latents"], np.float32)
+    learned = arrays.get("learned")
+    if learned is not None and np.any(learned):
+        return latents[np.asarray(learned, bool)]
+    return latents
+
+
+def latent_sampler(config, arrays):
+    """draw(count, seed): the paper's sampler, a full-covariance Gaussian fitted to the learned latents."""
+    if "latents" not in arrays:
+        raise UserError("this GLO snapshot holds no latent table (arrays/latents); it cannot be sampled")
+    mean, cov = fit_gaussian(sampling_rows(arrays))
+    return lambda count, seed: sample_gaussian(mean, cov, count, seed)
 
 
 # --- losses ------------------------------------------------------------------------------------
@@ -140,75 +198,126 @@ def reconstruction_loss(name):
 
 # --- networks ----------------------------------------------------------------------------------
 
+def resize_bilinear_tf1(images, size):
+    """TF1's `resize_bilinear` (align_corners=False, half_pixel_centers=False): output pixel i samples
+    the input at i * in / out (top-left aligned, the last row/column clamped), unlike TF2's
+    `tf.image.resize`, which samples at (i + 0.5) * in / out - 0.5."""
+    return tf.raw_ops.ResizeBilinear(images=images, size=size, align_corners=False, half_pixel_centers=False)
+
+
+def batch_norm(layer, x, training, bn_mode):
+    """A BatchNormalization layer in training mode, with its moving statistics (bn_mode="moving"), or
+    with the batch's own statistics without touching the moving ones (bn_mode="batch": the reference's
+    evaluation, tf.contrib.layers.batch_norm with is_training=True: nn.moments over N, H, W and
+    nn.batch_normalization)."""
+    if training or bn_mode == "moving":
+        return layer(x, training=training)
+    mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+    return tf.nn.batch_normalization(x, mean, variance, layer.beta, layer.gamma, layer.epsilon)
+
+
+def reference_widths(resolution, channels, widths=None):
+    """Conv widths of the reference generator's blocks, 1x1 -> resolution (the last is `channels`)."""
+    if widths:
+        return [int(w) for w in widths]
+    log2 = int(round(math.log2(resolution)))
+    return REFERENCE_WIDTHS[1 if channels == 1 else 3][-(log2 - 1):] + [channels]
+
+
 class Generator(keras.Model):
     """z [B, z_dim] -> NHWC images in [-1, 1].
 
     dcgan: Dense to 4x4, then stride-2 4x4 transposed convolutions with BN + ReLU, halving the width
     down to `fmaps`, and a tanh output layer (Radford et al.; the paper's generator).
-    reference: z as a 1x1 map through log2(R) blocks of bilinear x2 upsampling, 4x4 stride-1 conv,
-    ReLU then BN (tanh, no BN, on the last), widths as in the TF reference.
+    reference: z as a 1x1 map through log2(R) blocks of TF1 bilinear x2 upsampling, 4x4 stride-1 conv,
+    ReLU then BN (tanh, no BN, on the last), widths as in the TF reference (or `widths`), then a TF1
+    bilinear resize to `output_size` when it differs from R (the reference's 32 -> 28 for MNIST).
     """
 
-    def __init__(self, resolution, channels, z_dim, fmaps=64, arch="dcgan", **kwargs):
+    def __init__(self, resolution, channels, z_dim, fmaps=64, arch="dcgan", widths=None, output_size=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.resolution, self.channels, self.z_dim, self.arch = resolution, channels, z_dim, arch
+        self.output_size = int(output_size or resolution)
         log2 = int(round(math.log2(resolution)))
         init = keras.initializers.RandomNormal(0.0, 0.02)
-        bn = lambda name: keras.layers.BatchNormalization(  # noqa: E731
-            momentum=0.9, epsilon=1e-5, gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02), name=name)
+
+        def bn(name, epsilon):
+            return keras.layers.BatchNormalization(momentum=0.9, epsilon=epsilon, name=name,
+                                                   gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))
         if arch == "dcgan":
             n = log2 - 2
             self.width0 = fmaps * 2 ** (n - 1)
             self.dense = keras.layers.Dense(16 * self.width0, use_bias=False, kernel_initializer=init,
                                             name="dense4")
-            self.bn0 = bn("bn4")
+            self.bn0 = bn("bn4", DCGAN_BN_EPSILON)
             self.ups = [keras.layers.Conv2DTranspose(fmaps * 2 ** (n - 2 - i), 4, 2, "same", use_bias=False,
                                                      kernel_initializer=init, name=f"convt{8 * 2 ** i}")
                         for i in range(n - 1)]
-            self.bns = [bn(f"bn{8 * 2 ** i}") for i in range(n - 1)]
+            self.bns = [bn(f"bn{8 * 2 ** i}", DCGAN_BN_EPSILON) for i in range(n - 1)]
             self.out = keras.layers.Conv2DTranspose(channels, 4, 2, "same", kernel_initializer=init,
                                                     name=f"to_rgb{resolution}")
         elif arch == "reference":
-            widths = REFERENCE_WIDTHS[1 if channels == 1 else 3][-(log2 - 1):] + [channels] \
-                if log2 > 1 else [channels]
+            widths = reference_widths(resolution, channels, widths)
+            if len(widths) != log2 or widths[-1] != channels:
+                raise UserError(f"reference generator widths {widths} do not make {channels}-channel "
+                                f"{resolution} px images (need {log2} blocks ending in {channels})")
             trunc = keras.initializers.TruncatedNormal(0.0, 0.02)
             self.convs = [keras.layers.Conv2D(w, 4, 1, "same", kernel_initializer=trunc, name=f"conv{2 ** (i + 1)}")
                           for i, w in enumerate(widths)]
-            self.bns = [bn(f"bn{2 ** (i + 1)}") for i in range(len(widths) - 1)]
+            self.bns = [bn(f"bn{2 ** (i + 1)}", REFERENCE_BN_EPSILON) for i in range(len(widths) - 1)]
         else:
             raise UserError(f"unknown --glo_arch {arch!r}; choose dcgan or reference")
 
-    def call(self, z, training=False):
+    def call(self, z, training=False, bn_mode="moving"):
+        if bn_mode not in BN_MODES:
+            raise UserError(f"unknown bn_mode {bn_mode!r}; choose moving or batch")
         if self.arch == "dcgan":
             x = tf.reshape(self.dense(z), [-1, 4, 4, self.width0])
-            x = tf.nn.relu(self.bn0(x, training=training))
+            x = tf.nn.relu(batch_norm(self.bn0, x, training, bn_mode))
             for up, norm in zip(self.ups, self.bns):
-                x = tf.nn.relu(norm(up(x), training=training))
-            x = self.out(x)
+                x = tf.nn.relu(batch_norm(norm, up(x), training, bn_mode))
+            x = tf.tanh(self.out(x))
         else:
             x = tf.reshape(z, [-1, 1, 1, self.z_dim])
             for i, conv in enumerate(self.convs):
                 size = 2 ** (i + 1)
-                x = conv(tf.image.resize(x, [size, size], method="bilinear"))
+                x = conv(resize_bilinear_tf1(x, [size, size]))
                 if i < len(self.bns):
-                    x = self.bns[i](tf.nn.relu(x), training=training)
-        return tf.cast(tf.tanh(x), tf.float32)
+                    x = batch_norm(self.bns[i], tf.nn.relu(x), training, bn_mode)
+            x = tf.tanh(x)
+            if self.output_size != self.resolution:
+                x = resize_bilinear_tf1(x, [self.output_size, self.output_size])
+        return tf.cast(x, tf.float32)
 
 
 # --- snapshot interface ------------------------------------------------------------------------
 
 def make_config(resolution, channels, z_dim=100, fmaps=64, arch="dcgan", num_latents=0, holdout=0,
-                latent_projection="sphere", loss="lap1", dataset=None):
+                latent_projection="sphere", loss="lap1", dataset=None, widths=None, output_size=None):
+    """The architecture and the latent table's layout. `widths` / `output_size` (reference arch only)
+    are set by the import of a reference checkpoint: the block widths read from it and the size its
+    generator resizes to (the data size, e.g. 28 for MNIST)."""
     if resolution < 8 or resolution & (resolution - 1):
         raise UserError(f"GLO needs a power-of-two resolution >= 8; got {resolution}")
-    return dict(resolution=int(resolution), channels=int(channels), z_dim=int(z_dim), fmaps=int(fmaps),
-                arch=str(arch), num_latents=int(num_latents), holdout=int(holdout),
-                latent_projection=str(latent_projection), loss=str(loss), dataset=dataset)
+    config = dict(resolution=int(resolution), channels=int(channels), z_dim=int(z_dim), fmaps=int(fmaps),
+                  arch=str(arch), num_latents=int(num_latents), holdout=int(holdout),
+                  latent_projection=str(latent_projection), loss=str(loss), dataset=dataset)
+    if widths is not None:
+        config["widths"] = [int(w) for w in widths]
+    if output_size is not None and int(output_size) != int(resolution):
+        config["output_size"] = int(output_size)
+    return config
+
+
+def image_size(config):
+    """The side of the images the generator outputs (and the training images have)."""
+    return int(config.get("output_size") or config["resolution"])
 
 
 def build_networks(config):
     g = Generator(config["resolution"], config["channels"], config["z_dim"], config["fmaps"], config["arch"],
-                  name="G")
+                  widths=config.get("widths"), output_size=config.get("output_size"), name="G")
     g(tf.zeros([2, config["z_dim"]]))
     return {"G": g}
 
@@ -217,14 +326,27 @@ def latent_dim(config):
     return config["z_dim"]
 
 
-def generate(networks, config, latents, batch_size=256, **unused):
-    """Decodes latents with the generator in inference mode (BN moving statistics)."""
+def generate(networks, config, latents, batch_size=256, bn_mode="moving", **unused):
+    """Decodes latents with the generator in inference mode.
+
+    bn_mode="moving" (default) normalises with BN's moving statistics, so every image depends on its
+    own latent only. bn_mode="batch" is the reference code's evaluation: each chunk of `batch_size`
+    latents is normalised with its own batch statistics, so an image depends on the other latents of
+    its chunk (to reproduce the reference, pass the latents it decoded together as one chunk).
+    """
+    if bn_mode not in BN_MODES:
+        raise UserError(f"unknown bn_mode {bn_mode!r}; choose moving or batch")
     g = networks["G"]
     latents = np.asarray(latents, np.float32)
-    out = [g(tf.constant(latents[i:i + batch_size]), training=False).numpy()
+    out = [g(tf.constant(latents[i:i + batch_size]), training=False, bn_mode=bn_mode).numpy()
            for i in range(0, len(latents), batch_size)]
-    return np.concatenate(out) if out else np.zeros([0, config["resolution"], config["resolution"],
-                                                     config["channels"]], np.float32)
+    size = image_size(config)
+    return np.concatenate(out) if out else np.zeros([0, size, size, config["channels"]], np.float32)
+
+
+def generator_tensor(networks, config, z, bn_mode="moving", **unused):
+    """Differentiable G(z) (a tensor), for DGflow refinement."""
+    return networks["G"](z, training=False, bn_mode=bn_mode)
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -303,8 +425,8 @@ class Trainer:
         self.g_lr = lr
         if opts.lr_weight_decay:
             lr = keras.optimizers.schedules.ExponentialDecay(lr, 10000, 0.5, staircase=True)
-        if opts.glo_optimizer == "adam":
-            return keras.optimizers.Adam(lr)  # the reference: TF defaults (0.9, 0.999, 1e-8)
+        if opts.glo_optimizer == "adam":  # the reference: TF1's AdamOptimizer defaults
+            return keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=TF1_ADAM_EPSILON)
         return keras.optimizers.SGD(lr)
 
     @property
@@ -347,10 +469,8 @@ class Trainer:
         half = max(1, min(count // 2, len(self.grid_images)))
         recon = generate(self.networks(), self.config(), self.latents[:half].numpy())
         pairs = np.stack([self.grid_images[:half], recon], axis=1).reshape((2 * half,) + recon.shape[1:])
-        from vgrow_tf.sampling import glo_eval
-        mean, cov = glo_eval.fit_gaussian(self.latents.numpy())
-        fakes = generate(self.networks(), self.config(),
-                         glo_eval.sample_gaussian(mean, cov, count, seed=self.fake_seed))
+        draw = latent_sampler(self.config(), self.snapshot_arrays())
+        fakes = generate(self.networks(), self.config(), draw(count, self.fake_seed))
         return {"reconstructions": pairs, "fakes": fakes}
 
     # -- data --------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ Everything takes a loaded GLO snapshot (`vgrow_tf.snapshot.load(path, expect_kin
 `arrays["latents"]` is the learned table (row i = record i of the training dataset) and whose config
 names the dataset, its `num_latents` training records and the `holdout` records after them.
 Images are NHWC float32 in [-1, 1]; errors are per-pixel mean squared errors in that range.
+Decoding takes `bn_mode` ("moving", the default, or "batch", the reference code's BN; see
+`vgrow_tf.models.glo.generate`).
 """
 import os
 
@@ -14,6 +16,7 @@ import tensorflow as tf
 
 from vgrow_tf import snapshot as snapshot_lib
 from vgrow_tf.errors import UserError
+from vgrow_tf.models.glo import fit_gaussian, latent_sampler, read_images, sample_gaussian  # noqa: F401
 
 
 def load(path):
@@ -28,9 +31,18 @@ def learned_latents(snap):
 
 def _dataset(snap, dataset_path):
     path = dataset_path or snap.config.get("dataset")
-    if not path or not os.path.isdir(path):
-        raise UserError(f"the dataset of {snap.path} ({path}) is not available; pass its directory")
+    if not path or not os.path.exists(path):
+        raise UserError(f"the dataset of {snap.path} ({path}) is not available; pass its directory "
+                        "(or the reference's data.hdf5)")
     return path
+
+
+def training_rows(snap):
+    """Rows of the latent table that were trained, in the order the trainer listed them: the original's
+    (shuffled) training split for an imported reference model, 0..num_latents-1 otherwise."""
+    if "train_order" in snap.arrays:
+        return np.asarray(snap.arrays["train_order"], np.int64)
+    return np.arange(len(learned_latents(snap)))
 
 
 def mse(a, b):
@@ -40,20 +52,19 @@ def mse(a, b):
 
 # --- reconstruction ------------------------------------------------------------------------------
 
-def reconstruct_training(snap, dataset_path=None, indices=None, count=64):
+def reconstruct_training(snap, dataset_path=None, indices=None, count=64, bn_mode="moving"):
     """Training images and G(z_i) for their learned latents.
 
     Returns dict(indices, images, reconstructions, mse) with the per-image errors; `indices` defaults
-    to the first `count` training records.
+    to the first `count` training records (`training_rows`), decoded as one batch.
     """
-    from vgrow_tf.models.glo import read_images
     latents = learned_latents(snap)
-    indices = np.arange(min(count, len(latents))) if indices is None else np.asarray(indices)
+    indices = training_rows(snap)[:count] if indices is None else np.asarray(indices)
     if indices.size and (indices.min() < 0 or indices.max() >= len(latents)):
         raise UserError(f"training indices must lie in [0, {len(latents)})")
     images = read_images(_dataset(snap, dataset_path), snap.config["resolution"], 0, int(indices.max()) + 1)
     images = images[indices]
-    recon = snap.generate(latents[indices])
+    recon = snap.generate(latents[indices], batch_size=max(1, len(indices)), bn_mode=bn_mode)
     return dict(indices=indices, images=images, reconstructions=recon, mse=mse(images, recon))
 
 
@@ -79,7 +90,7 @@ def fit_latents(snap, images, steps=300, learning_rate=0.05, loss=None, projecti
     for start in range(0, len(images), batch_size):
         x = tf.constant(images[start:start + batch_size])
         z = tf.Variable(np.asarray(init[start:start + batch_size], np.float32))
-        opt = keras.optimizers.Adam(learning_rate)
+        opt = keras.optimizers.Adam(learning_rate, epsilon=1e-7)  # our procedure (none in the reference)
         opt.build([z])
 
         @tf.function
@@ -99,7 +110,6 @@ def fit_latents(snap, images, steps=300, learning_rate=0.05, loss=None, projecti
 
 def heldout_images(snap, dataset_path=None, count=None):
     """The held-out records (those after the `num_latents` training records) of the snapshot's dataset."""
-    from vgrow_tf.models.glo import read_images
     n, holdout = snap.config["num_latents"], snap.config.get("holdout", 0)
     if not holdout:
         raise UserError(f"{snap.path} was trained on the whole dataset (--holdout=0); pass held-out images "
@@ -130,27 +140,12 @@ def pca_baseline_mse(train_images, test_images, dim):
     return np.mean(np.square(test - recon), axis=1)
 
 
-# --- sampling --------------------------------------------------------------------------------------
+# --- sampling (fit_gaussian, sample_gaussian: vgrow_tf.models.glo) ---------------------------------
 
-def fit_gaussian(latents):
-    """Mean and full covariance (maximum likelihood) of the learned latents."""
-    latents = np.asarray(latents, np.float64)
-    mean = latents.mean(axis=0)
-    centred = latents - mean
-    return mean, centred.T @ centred / len(latents)
-
-
-def sample_gaussian(mean, cov, count, seed=0):
-    """`count` draws from N(mean, cov) (the paper's sampler; no projection), float32."""
-    rng = np.random.RandomState(seed)
-    chol = np.linalg.cholesky(cov + 1e-8 * np.eye(len(mean)) * max(np.trace(cov) / len(mean), 1e-12))
-    return (mean + rng.randn(count, len(mean)) @ chol.T).astype(np.float32)
-
-
-def generate(snap, count, seed=0):
+def generate(snap, count, seed=0, bn_mode="moving"):
     """Images decoded from draws of the full-covariance Gaussian fitted to the learned latents."""
-    mean, cov = fit_gaussian(learned_latents(snap))
-    return snap.generate(sample_gaussian(mean, cov, count, seed))
+    learned_latents(snap)
+    return snap.generate(latent_sampler(snap.config, snap.arrays)(count, seed), bn_mode=bn_mode)
 
 
 # --- interpolation ---------------------------------------------------------------------------------
@@ -172,18 +167,19 @@ def slerp(a, b, t):
     return (direction * ((1.0 - t) * na + t * nb)).astype(np.float32)
 
 
-def interpolate(snap, pairs=None, num_pairs=8, steps=15, seed=0):
+def interpolate(snap, pairs=None, num_pairs=8, steps=15, seed=0, bn_mode="moving"):
     """Rows of images along the sphere between pairs of training latents (endpoints included).
 
     `pairs` is [P, 2] training indices (default: random pairs). Returns (images [P, steps, H, W, C], pairs).
     """
     latents = learned_latents(snap)
     if pairs is None:
-        pairs = np.random.RandomState(seed).randint(0, len(latents), size=(num_pairs, 2))
+        rows = training_rows(snap)
+        pairs = rows[np.random.RandomState(seed).randint(0, len(rows), size=(num_pairs, 2))]
     pairs = np.asarray(pairs)
     path = slerp(latents[pairs[:, 0]], latents[pairs[:, 1]], np.linspace(0.0, 1.0, steps))  # [steps, P, d]
     path = np.transpose(path, (1, 0, 2)).reshape(-1, latents.shape[1])
-    images = snap.generate(path)
+    images = snap.generate(path, bn_mode=bn_mode)
     return images.reshape((len(pairs), steps) + images.shape[1:]), pairs
 
 
@@ -194,7 +190,6 @@ def export_hdf5(snap, path, dataset_path=None, extra=None):
     `image` (uint8 H x W x C) and `code` (float64 [z_dim]); an `id.txt` with one id per line is
     written beside it. `extra` = (images, codes) appends more entries (e.g. held-out images with
     fitted latents) after the training ones. Written atomically. Returns the path."""
-    from vgrow_tf.models.glo import read_images
     from vgrow_tf.sampling.images import to_uint8
     latents = learned_latents(snap)
     images = read_images(_dataset(snap, dataset_path), snap.config["resolution"], 0, len(latents))
@@ -226,7 +221,8 @@ def _pairs_grid(images, recon):
     return np.stack([images, recon], axis=1).reshape((2 * len(images),) + images.shape[1:])
 
 
-def save_reconstructions(snap, out_dir, dataset_path=None, count=32, heldout_count=32, steps=300, seed=0):
+def save_reconstructions(snap, out_dir, dataset_path=None, count=32, heldout_count=32, steps=300, seed=0,
+                         bn_mode="moving"):
     """Writes reconstruct-train.png (training images beside G(z_i)) and, when the snapshot held images
     out (or `heldout_count` is 0, skipped), reconstruct-heldout.png with latents fitted with G frozen.
     Returns dict(train_mse, heldout_mse, random_mse, paths); errors are means over the images shown."""
@@ -234,7 +230,7 @@ def save_reconstructions(snap, out_dir, dataset_path=None, count=32, heldout_cou
     os.makedirs(out_dir, exist_ok=True)
     cols = 8
     result = {"paths": []}
-    rec = reconstruct_training(snap, dataset_path, count=count)
+    rec = reconstruct_training(snap, dataset_path, count=count, bn_mode=bn_mode)
     path = os.path.join(out_dir, "reconstruct-train.png")
     save_grid(path, _pairs_grid(rec["images"], rec["reconstructions"]), -(-2 * len(rec["images"]) // cols), cols)
     result["paths"].append(path)
@@ -250,14 +246,14 @@ def save_reconstructions(snap, out_dir, dataset_path=None, count=32, heldout_cou
     return result
 
 
-def save_samples(snap, path, rows=10, cols=10, seed=0):
+def save_samples(snap, path, rows=10, cols=10, seed=0, bn_mode="moving"):
     """A rows x cols grid of samples from the Gaussian fitted to the learned latents."""
     from vgrow_tf.sampling.images import save_grid
-    return save_grid(path, generate(snap, rows * cols, seed), rows, cols)
+    return save_grid(path, generate(snap, rows * cols, seed, bn_mode=bn_mode), rows, cols)
 
 
-def save_interpolations(snap, path, num_pairs=15, steps=15, seed=0, pairs=None):
+def save_interpolations(snap, path, num_pairs=15, steps=15, seed=0, pairs=None, bn_mode="moving"):
     """One row per pair of training latents: the two endpoints and slerp steps between them."""
     from vgrow_tf.sampling.images import save_grid
-    rows, _ = interpolate(snap, pairs=pairs, num_pairs=num_pairs, steps=steps, seed=seed)
+    rows, _ = interpolate(snap, pairs=pairs, num_pairs=num_pairs, steps=steps, seed=seed, bn_mode=bn_mode)
     return save_grid(path, rows.reshape((-1,) + rows.shape[2:]), rows.shape[0], steps)

@@ -1,9 +1,9 @@
 """Latents for generate_samples.py: seed lists, one latent per seed, lerp/slerp, smoothed walks.
 
 Seed convention (every mode): the latent of seed s is row 0 of the model's own latent sampler seeded
-with s — `np.random.RandomState(s).randn(1, latent_dim)` for Gaussian-prior models, the family's
-`sample_latents(config, 1, s)` where it has one (CoGAN/SCoGAN's uniform prior), and a draw from the
-Gaussian fitted to the learned latent table for GLO. So `seed0042.png` is always the image of the same
+with s (`vgrow_tf.models.latent_sampler`): `np.random.RandomState(s).randn(1, latent_dim)` for
+Gaussian-prior models, the family's own sampler otherwise (CoGAN/SCoGAN's uniform prior, GLO's
+Gaussian fitted to its learned latent table). So `seed0042.png` is always the image of the same
 latent, whatever other seeds are generated with it.
 """
 import re
@@ -11,6 +11,7 @@ import re
 import numpy as np
 
 from vgrow_tf.errors import UserError
+
 
 def parse_seeds(text):
     """'0-99', '1,5,7', '0-3,10' -> list of ints (ranges inclusive, order kept, duplicates kept)."""
@@ -47,24 +48,16 @@ class LatentSampler:
     """Draws the latent of a seed (and batches / streams of latents) for one snapshot."""
 
     def __init__(self, snap):
+        from vgrow_tf.models import latent_sampler
         self.snap = snap
         self.dim = int(snap.latent_dim)
         if self.dim <= 0:
             raise UserError(f"a {snap.kind} snapshot has no generator to sample from")
-        self._gaussian = None
-        if snap.kind == "glo":
-            from vgrow_tf.sampling import glo_eval
-            self._gaussian = glo_eval.fit_gaussian(glo_eval.learned_latents(snap))
-        self._family_sampler = getattr(snap.family, "sample_latents", None)
+        self._draw, self._standard_normal = latent_sampler(snap.family, snap.config, snap.arrays)
 
     def draw(self, count, seed):
         """`count` latents from one RandomState(seed) stream, float32 [count, dim]."""
-        if self._gaussian is not None:
-            from vgrow_tf.sampling import glo_eval
-            return glo_eval.sample_gaussian(*self._gaussian, count, seed)
-        if self._family_sampler is not None:
-            return np.asarray(self._family_sampler(self.snap.config, count, seed), np.float32)
-        return np.random.RandomState(seed).randn(count, self.dim).astype(np.float32)
+        return self._draw(count, seed)
 
     def for_seeds(self, seeds):
         """One latent per seed: row 0 of draw(1, seed)."""
@@ -74,7 +67,8 @@ class LatentSampler:
 
     @property
     def gaussian_prior(self):
-        return self._gaussian is None and self._family_sampler is None
+        """True for the standard normal prior (video walks renormalise to its typical norm)."""
+        return self._standard_normal
 
 
 def latents_for_seeds(snap, seeds):

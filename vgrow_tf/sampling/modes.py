@@ -313,21 +313,22 @@ def require_glo(snap, mode):
 
 
 def save_glo(snap, out_dir, mode, dataset=None, count=32, rows=10, cols=10, seed=0, steps=15, pairs=15,
-             fit_steps=300):
+             fit_steps=300, bn_mode="moving"):
     glo_eval = require_glo(snap, mode)
     os.makedirs(out_dir, exist_ok=True)
     if mode == "reconstruct":
         recorded = snap.config.get("dataset")
-        if not dataset and not (recorded and os.path.isdir(recorded)):
+        if not dataset and not (recorded and os.path.exists(recorded)):
             raise UserError(f"--mode reconstruct needs the GLO training dataset: the one recorded in {snap.path} "
                             f"({recorded}) is not available; pass --dataset DIR")
         result = glo_eval.save_reconstructions(snap, out_dir, dataset_path=dataset, count=count,
-                                               heldout_count=count, steps=fit_steps, seed=seed)
+                                               heldout_count=count, steps=fit_steps, seed=seed, bn_mode=bn_mode)
         print("GLO reconstruction MSE: " + ", ".join(f"{k} {v:.5f}" for k, v in result.items() if k != "paths"))
         return result["paths"]
     if mode == "generate":
-        return [glo_eval.save_samples(snap, os.path.join(out_dir, "glo-samples.png"), rows, cols, seed)]
+        return [glo_eval.save_samples(snap, os.path.join(out_dir, "glo-samples.png"), rows, cols, seed,
+                                      bn_mode=bn_mode)]
     if mode == "interpolate":
         return [glo_eval.save_interpolations(snap, os.path.join(out_dir, "glo-interpolations.png"),
-                                             num_pairs=pairs, steps=steps, seed=seed)]
+                                             num_pairs=pairs, steps=steps, seed=seed, bn_mode=bn_mode)]
     raise UserError(f"unknown GLO mode {mode!r}")
