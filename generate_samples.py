@@ -64,7 +64,10 @@ flags.DEFINE_integer("direction_steps", 7, "Direction: images per strip.")
 flags.DEFINE_string("show_seeds", None, "Direction: seeds to show (default: the first 8 labelled ones).")
 # GLO
 flags.DEFINE_string("dataset", None, "GLO reconstruct: the training dataset directory (default: the one "
-                    "recorded in the snapshot).")
+                    "recorded in the snapshot); for a GLO reference checkpoint, its data.hdf5 of latent codes "
+                    "(default: found in the reference's layout).")
+flags.DEFINE_enum("bn_mode", "moving", ["moving", "batch"], "GLO: BatchNorm at generation: moving statistics "
+                  "(default) or each batch's own statistics, as the GLO reference code evaluates.")
 flags.DEFINE_integer("count", 32, "GLO reconstruct: images shown; GLO interpolate: pairs.")
 flags.DEFINE_integer("fit_steps", 300, "GLO reconstruct: latent-fitting steps for held-out images.")
 # DGflow
@@ -129,6 +132,7 @@ def main(argv):
         raise UserError("--snapshot is required (a network-*.h5 file written by train.py)")
     if not FLAGS.out_dir:
         raise UserError("--out_dir is required")
+    import inspect
     import os
 
     from vgrow_tf import snapshot
@@ -140,7 +144,8 @@ def main(argv):
     resize = _resize()
     if FLAGS.batch_size < 1:
         raise UserError("--batch_size must be positive")
-    snap = snapshot.load(FLAGS.snapshot)
+    import_options = {"data_file": FLAGS.dataset} if FLAGS.dataset and os.path.isfile(FLAGS.dataset) else {}
+    snap = snapshot.load(FLAGS.snapshot, **import_options)
     glo_mode = mode in ("reconstruct", "generate") or (mode == "interpolate" and snap.kind == "glo")
     seeds = _seeds(required=not glo_mode and (mode in ("samples", "grid", "multiscale", "interpolate") or
                                               (mode == "direction" and bool(FLAGS.classifier))))
@@ -148,9 +153,14 @@ def main(argv):
     if glo_mode:
         paths = modes.save_glo(snap, FLAGS.out_dir, mode, dataset=FLAGS.dataset, count=FLAGS.count,
                                rows=FLAGS.rows or 10, cols=FLAGS.cols or 10, seed=FLAGS.seed,
-                               steps=FLAGS.interp_steps, pairs=FLAGS.count, fit_steps=FLAGS.fit_steps)
+                               steps=FLAGS.interp_steps, pairs=FLAGS.count, fit_steps=FLAGS.fit_steps,
+                               bn_mode=FLAGS.bn_mode)
     else:
         gen_kw = modes.generation_kwargs(snap, FLAGS.truncation_psi, FLAGS.randomize_noise)
+        if FLAGS.bn_mode != "moving":
+            if "bn_mode" not in inspect.signature(snap.family.generate).parameters:
+                raise UserError(f"--bn_mode applies to GLO models; a {snap.kind} model has no such choice")
+            gen_kw["bn_mode"] = FLAGS.bn_mode
         if snap.kind in ("cogan", "scogan"):
             gen_kw["domain"] = FLAGS.domain
         if mode == "samples":

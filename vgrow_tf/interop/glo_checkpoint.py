@@ -198,7 +198,7 @@ def _read_generator(prefix):
     try:
         values = {n: reader.get_tensor(n) for n in names}
         step = int(reader.get_tensor("global_step")) if "global_step" in shapes else None
-    except tf.errors.OpError as e:
+    except (tf.errors.OpError, IndexError) as e:  # a short .data file: "Read less bytes than requested"
         raise UserError(f"{prefix}: cannot read the variable values (the .data file is truncated or corrupt: "
                         f"{str(e).splitlines()[0][:120]})") from None
     return blocks, values, step
