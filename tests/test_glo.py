@@ -61,11 +61,13 @@ def test_pca_init_is_sklearns_projection_normalised(digits8):
     np.testing.assert_allclose(trainer.latents.numpy(), ref, atol=2e-4)
 
 
-def test_gaussian_and_uniform_inits_are_projected():
-    g = glo.initial_latents("gaussian", 50, 5, "sphere", seed=1)
-    np.testing.assert_allclose(np.linalg.norm(g, axis=1), 1.0, rtol=1e-5)
-    u = glo.initial_latents("uniform", 50, 5, "none", seed=1)
-    assert u.min() >= -1 and u.max() <= 1 and np.linalg.norm(u, axis=1).std() > 0
+def test_uniform_and_gaussian_inits_are_the_raw_codes():
+    """As the reference's download.py stores them: U(-1, 1) / N(0, 1), not normalised (the first step
+    starts from them; see test_first_step_starts_from_the_raw_code)."""
+    np.testing.assert_array_equal(glo.initial_latents("uniform", 50, 5, "sphere", seed=1),
+                                  np.random.RandomState(1).uniform(-1, 1, (50, 5)).astype(np.float32))
+    np.testing.assert_array_equal(glo.initial_latents("gaussian", 50, 5, "sphere", seed=1),
+                                  np.random.RandomState(1).randn(50, 5).astype(np.float32))
 
 
 def _np_blur(x):
@@ -102,6 +104,60 @@ def test_lap1_matches_an_independent_numpy_pyramid():
     pb = losses.laplacian_pyramid(tf.constant(b, tf.float32), 3)
     means = sum(np.abs(x.numpy() - y.numpy()).mean(axis=(1, 2, 3)) for x, y in zip(pa, pb))
     np.testing.assert_allclose(got, means, rtol=1e-4)
+
+
+def test_lap1_closed_forms_of_the_burt_adelson_pyramid():
+    """Values the binomial kernel with reflect padding gives exactly (a sigma-2 Gaussian or zero
+    padding would not): a constant offset c lives only in the residual and costs |c| (the 2^(2j)
+    weight undoes the 4^-j fewer pixels); a Nyquist checkerboard is removed entirely by the
+    [1, 4, 6, 4, 1]/16 blur (response 1 - 4 + 6 - 4 + 1 = 0), so it lives only in band 0 and costs
+    its amplitude."""
+    x = tf.constant(RNG.rand(2, 16, 16, 3), tf.float32)
+    np.testing.assert_allclose(losses.lap1_loss(x, x + 0.3).numpy(), [0.3, 0.3], rtol=1e-5)
+    checker = np.fromfunction(lambda i, j: (-1.0) ** (i + j), (16, 16))[None, :, :, None] * np.ones([1, 1, 1, 2])
+    zero = tf.zeros([1, 16, 16, 2])
+    np.testing.assert_allclose(losses.lap1_loss(zero, tf.constant(0.7 * checker, tf.float32)).numpy(), [0.7],
+                               rtol=1e-5)
+    bands = losses.laplacian_pyramid(tf.constant(checker, tf.float32), 3)
+    np.testing.assert_allclose(bands[0].numpy(), checker, atol=1e-6)
+    assert all(np.abs(b.numpy()).max() < 1e-6 for b in bands[1:])
+
+
+def test_tf1_resize_bilinear_is_its_definition():
+    """TF1 resize_bilinear (align_corners=False, half_pixel_centers=False): out[i] samples in[i * in/out],
+    linear between floor and floor + 1, the upper neighbour clamped to the last pixel."""
+    x = RNG.randn(2, 3, 5, 4).astype(np.float32)
+
+    def axis(n_in, n_out):
+        src = np.arange(n_out) * n_in / n_out
+        lo = np.floor(src).astype(int)
+        return lo, np.minimum(lo + 1, n_in - 1), src - lo
+    (r0, r1, fr), (c0, c1, fc) = axis(3, 7), axis(5, 10)
+    rows = x[:, r0] * (1 - fr)[None, :, None, None] + x[:, r1] * fr[None, :, None, None]
+    expect = rows[:, :, c0] * (1 - fc)[None, None, :, None] + rows[:, :, c1] * fc[None, None, :, None]
+    np.testing.assert_allclose(glo.resize_bilinear_tf1(tf.constant(x), [7, 10]).numpy(), expect, atol=1e-6)
+
+
+def test_batch_bn_mode_uses_the_batch_statistics_and_leaves_the_moving_ones(digits8):
+    g = glo.build_networks(glo.make_config(8, 1, z_dim=4, arch="reference"))["G"]
+    bn = g.bns[0]
+    assert bn.epsilon == glo.REFERENCE_BN_EPSILON == 1e-3
+    bn.gamma.assign(RNG.rand(*bn.gamma.shape) + 0.5)
+    bn.beta.assign(RNG.randn(*bn.beta.shape))
+    x = RNG.randn(5, 2, 2, bn.gamma.shape[0]).astype(np.float32)
+    moving = bn.moving_mean.numpy().copy()
+    got = glo.batch_norm(bn, tf.constant(x), training=False, bn_mode="batch").numpy()
+    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))  # biased, as nn.moments
+    expect = (x - mean) / np.sqrt(var + 1e-3) * bn.gamma.numpy() + bn.beta.numpy()
+    np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), moving)
+    z = RNG.randn(6, 4).astype(np.float32)
+    config = glo.make_config(8, 1, z_dim=4, arch="reference")
+    whole = glo.generate({"G": g}, config, z, bn_mode="batch")
+    halves = glo.generate({"G": g}, config, z, batch_size=3, bn_mode="batch")
+    assert np.abs(whole - halves).max() > 1e-3  # an image depends on its batch ...
+    np.testing.assert_allclose(glo.generate({"G": g}, config, z), glo.generate({"G": g}, config, z, batch_size=3),
+                               atol=1e-6)  # ... but not with the moving statistics
 
 
 def test_local_moment_loss_matches_numpy():
@@ -169,8 +225,38 @@ def test_reference_mode_adam_after_g_with_clipping(digits8):
     before = trainer.latents.numpy().copy()
     stats = train(trainer, 3)
     assert all(np.isfinite(s["loss"]) for s in stats)
-    assert np.linalg.norm(trainer.latents.numpy(), axis=1).max() <= 1.0 + 1e-5
-    assert (np.any(trainer.latents.numpy() != before, axis=1)).sum() == 3 * 32
+    changed = np.any(trainer.latents.numpy() != before, axis=1)
+    assert changed.sum() == 3 * 32
+    assert np.linalg.norm(trainer.latents.numpy()[changed], axis=1).max() <= 1.0 + 1e-5
+    assert np.linalg.norm(before, axis=1).max() > 1.0  # raw U(-1, 1) codes until their first step
+
+
+def test_first_step_starts_from_the_raw_code(digits8):
+    """--init=uniform: z' = project(z0 - lr * grad L(z0)) with z0 the unnormalised U(-1, 1) code."""
+    trainer = make_trainer(digits8, init="uniform", glo_arch="reference", loss="l2")
+    batch = next(iter(trainer.dataset()))
+    images, index = batch["image"], batch["index"].numpy()
+    z0 = trainer.latents.numpy()[index]
+    assert np.linalg.norm(z0, axis=1).max() > 1.0
+    z = tf.constant(z0)
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        loss = tf.reduce_sum(glo.reconstruction_loss("l2")(images, trainer.G(z, training=True))) / trainer.batch
+    expect = glo.project_np(z0 - trainer.z_lr * tape.gradient(loss, z).numpy(), "sphere")
+    train(trainer, 1)
+    np.testing.assert_allclose(trainer.latents.numpy()[index], expect, rtol=1e-4, atol=1e-5)
+
+
+def test_reference_adam_is_tf1s_adam(digits8):
+    """epsilon 1e-8 (TF1's AdamOptimizer), not Keras' 1e-7: one step with a tiny gradient, where it matters."""
+    trainer = make_trainer(digits8, glo_optimizer="adam", glo_arch="reference")
+    assert trainer.opt_g.epsilon == glo.TF1_ADAM_EPSILON == 1e-8
+    opt = type(trainer.opt_g).from_config(trainer.opt_g.get_config())
+    var, grad, lr = tf.Variable([1.0]), 1e-6, 1e-4
+    opt.apply_gradients([(tf.constant([grad]), var)])
+    m, v = 0.1 * grad, 0.001 * grad ** 2  # TF1: lr_t = lr sqrt(1 - b2) / (1 - b1); step lr_t m / (sqrt(v) + eps)
+    expect = 1.0 - lr * np.sqrt(1 - 0.999) / (1 - 0.9) * m / (np.sqrt(v) + 1e-8)
+    np.testing.assert_allclose(var.numpy(), [expect], rtol=1e-7)
 
 
 def test_reconstruction_error_falls(trained, digits8):

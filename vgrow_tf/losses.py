@@ -130,7 +130,14 @@ def _gauss_kernel(channels, dtype):
 
 
 def laplacian_pyramid(images, levels):
-    """Laplacian pyramid (finest first) with the 5x5 binomial filter and reflect padding."""
+    """Laplacian pyramid (finest first): band j = G_j - blur(up(G_{j+1})), G_{j+1} = blur(G_j)[::2, ::2],
+    and the last level the low-pass residual.
+
+    The GLO paper defines Lap1 on "the Laplacian pyramid" without naming a filter; this is Burt and
+    Adelson's (1983): the separable 5-tap generating kernel with a = 3/8, i.e. [1, 4, 6, 4, 1] / 16,
+    with reflect padding so that a constant image has zero bands at the borders too. The widely
+    copied third-party laploss uses a Gaussian with sigma 2 and zero padding instead (about 16 %
+    different on images; the 2^(2j) weighting is the same)."""
     kernel = _gauss_kernel(images.shape[-1], images.dtype)
 
     def blur(x):
@@ -149,7 +156,8 @@ def laplacian_pyramid(images, levels):
 
 
 def lap1_loss(target, output, levels=None):
-    """GLO's Laplacian-pyramid L1 (Bojanowski et al. 2018, eq. 3): sum_j 2^(2j) |L_j(x) - L_j(G(z))|_1.
+    """GLO's Laplacian-pyramid L1 (Bojanowski et al. 2018, sec. 3):
+    Lap1(x, x') = sum_j 2^(2j) |L^j(x) - L^j(x')|_1, L^j the j-th level of `laplacian_pyramid`.
 
     j = 0 is the finest level; level j holds 4^-j as many values, so the 2^(2j) weight gives every
     level the same per-pixel weight. The sum is divided by the number of values of the image
