@@ -42,6 +42,20 @@ def trained(digits8):
 
 # --- formulas --------------------------------------------------------------------------------------
 
+def test_latent_samplers_come_from_the_family():
+    """GLO's sampler is its own (the Gaussian fitted to the table); a family without one gets N(0, I)."""
+    import types
+    from vgrow_tf import models
+    table = RNG.randn(50, 3) @ np.diag([1.0, 2.0, 0.5]) + 4.0
+    draw, standard = models.latent_sampler(glo, {}, {"latents": table})
+    np.testing.assert_allclose(draw(4, 9), glo.sample_gaussian(*glo.fit_gaussian(table), 4, 9), rtol=1e-6)
+    assert not standard
+    plain = types.SimpleNamespace(latent_dim=lambda config: 3)
+    draw, standard = models.latent_sampler(plain, {}, {})
+    np.testing.assert_array_equal(draw(4, 9), np.random.RandomState(9).randn(4, 3).astype(np.float32))
+    assert standard
+
+
 def test_projections():
     z = np.array([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]], np.float32)
     np.testing.assert_allclose(glo.project_np(z, "sphere")[:2], [[0.6, 0.8], [0.6, 0.8]], rtol=1e-6)

@@ -18,9 +18,9 @@ checkpoint `model-<step>` plus the latent codes, which that code keeps in its da
 import glob
 import os
 
-import h5py
 import numpy as np
 
+from vgrow_tf.data.glo_hdf5 import read_codes
 from vgrow_tf.errors import UserError
 
 FORMAT = "glo_tf_ckpt"
@@ -115,54 +115,7 @@ def data_file_candidates(prefix):
     return named or found
 
 
-# --- the codes file --------------------------------------------------------------------------------
-
-def _open_data(path):
-    try:
-        return h5py.File(path, "r")
-    except OSError as e:
-        raise UserError(f"cannot read the GLO codes file {path} ({e.__class__.__name__}: truncated or not "
-                        "HDF5); pass the reference's datasets/<name>/data.hdf5") from None
-
-
-def example_ids(data, path):
-    """The example ids in id.txt order (download.py writes 0..N-1), else the groups sorted as integers."""
-    id_file = os.path.join(os.path.dirname(os.path.abspath(path)), "id.txt")
-    if os.path.isfile(id_file):
-        with open(id_file) as f:
-            ids = [line.strip() for line in f if line.strip()]
-    else:
-        ids = sorted(data.keys(), key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
-    missing = [i for i in ids if i not in data or "image" not in data[i]]
-    if not ids or missing:
-        raise UserError(f"{path} is not a GLO reference data file: "
-                        + (f"example '{missing[0]}' has no image group" if missing else "no examples"))
-    return ids
-
-
-def read_codes(path):
-    """(ids, codes [N, d] float32 as Dataset.get_data returns them, learned [N] bool, image shape)."""
-    with _open_data(path) as data:
-        ids = example_ids(data, path)
-        try:
-            learned = np.array(["update" in data[i] for i in ids])
-            codes = np.stack([np.asarray(data[i]["update" if has else "code"][()], np.float32)
-                              for i, has in zip(ids, learned)])
-        except KeyError:
-            raise UserError(f"{path}: an example has neither 'code' nor 'update'; is it a GLO data.hdf5?") \
-                from None
-        shape = tuple(data[ids[0]]["image"].shape)
-    return ids, codes, learned, shape
-
-
-def read_reference_images(path, start=0, stop=None):
-    """Examples [start, stop) of a reference data.hdf5 as the original feeds them, image/255*2-1 (NHWC)."""
-    with _open_data(path) as data:
-        ids = example_ids(data, path)[start:stop]
-        if not ids:
-            raise UserError(f"{path} has no examples in [{start}, {stop})")
-        return np.stack([(data[i]["image"][()] / 255.0 * 2 - 1).astype(np.float32) for i in ids])
-
+# --- the original's train split ---------------------------------------------------------------------
 
 def train_order(ids, dataset_name):
     """Row numbers of the original's train split, in its shuffled order (datasets/<name>.py)."""

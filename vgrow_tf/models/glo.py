@@ -57,7 +57,7 @@ OPTIONS = [
     Option("alpha", None, "GLO reference's latent step size, z <- z - alpha * grad (default 1); "
            "same as --z_lr.", "float"),
     Option("glo_optimizer", "sgd", "GLO generator optimizer: sgd (paper, lr 1) or adam (reference, "
-           "lr 1e-4, default betas).", "enum", ["sgd", "adam"]),
+           "lr 1e-4, TF1's defaults: betas 0.9/0.999, epsilon 1e-8).", "enum", ["sgd", "adam"]),
     Option("clip_norm", None, "GLO: clip the generator's gradient to this global norm "
            "(default 20 with --glo_optimizer=adam as the reference, none with sgd).", "float"),
     Option("lr_weight_decay", False, "GLO reference: halve the generator learning rate every 10k steps.",
@@ -68,7 +68,8 @@ OPTIONS = [
            "sphere (paper), the unit ball, or not at all.", "enum", ["sphere", "ball", "none"]),
     Option("loss", "lap1", "GLO reconstruction loss: lap1 (paper), l2, or local_moment (reference).",
            "enum", ["lap1", "l2", "local_moment"]),
-    Option("init", "pca", "GLO latent initialisation: pca (paper, normalised rows), gaussian or uniform.",
+    Option("init", "pca", "GLO latent initialisation: pca (paper, normalised rows), gaussian or uniform "
+           "(raw N(0,1) / U(-1,1) codes, projected after their first step, as the reference).",
            "enum", ["pca", "gaussian", "uniform"]),
     Option("glo_arch", "dcgan", "GLO generator: dcgan (paper) or reference (the TF reference's "
            "upsample+conv+ReLU+BN blocks).", "enum", ["dcgan", "reference"]),
@@ -138,7 +139,7 @@ def read_images(path, resolution=None, start=0, stop=None):
     `path` is one of our dataset directories, or the GLO reference's data.hdf5 (records in id.txt order,
     images at their stored size; `resolution` is then ignored)."""
     if os.path.isfile(path):
-        from vgrow_tf.interop.glo_checkpoint import read_reference_images
+        from vgrow_tf.data.glo_hdf5 import read_images as read_reference_images
         return read_reference_images(path, start, stop)
     from vgrow_tf.data.reader import iterate_uint8
     info = data_lib.inspect_dataset(path)
