@@ -117,8 +117,6 @@ def differentiable_generator(snap, truncation_psi=None, randomize_noise=False, d
         if kind == "msg_stylegan":
             kw = dict(truncation_psi=truncation_psi, randomize_noise=randomize_noise)
         return lambda z: list(nets["Gs"](z, **kw))
-    if kind == "glo":
-        return lambda z: nets["G"](z, training=False)
     if kind in ("cogan", "scogan"):
         name = {"a": "G1", "b": "G2"}.get(domain)
         if name is None:
