@@ -344,3 +344,15 @@ def test_run_writes_outputs_and_resumes_exactly(digits8, tmp_path):
     np.testing.assert_array_equal(a.arrays["latents"], b.arrays["latents"])
     for wa, wb in zip(a.networks["G"].weights, b.networks["G"].weights):
         np.testing.assert_array_equal(wa.numpy(), wb.numpy(), err_msg=wa.path)
+
+
+def test_reference_generator_resizes_to_the_data_size():
+    """The reference resizes G's 32 px output to MNIST's 28 px with TF1's resize (after tanh)."""
+    config = glo.make_config(32, 1, z_dim=10, arch="reference", output_size=28)
+    g = glo.build_networks(config)["G"]
+    z = RNG.randn(3, 10).astype(np.float32)
+    out = glo.generate({"G": g}, config, z)
+    g.output_size = 32
+    full = g(tf.constant(z)).numpy()
+    assert out.shape == (3, 28, 28, 1) and glo.image_size(config) == 28
+    np.testing.assert_allclose(out, glo.resize_bilinear_tf1(tf.constant(full), [28, 28]).numpy(), atol=1e-6)

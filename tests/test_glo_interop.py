@@ -92,6 +92,8 @@ def _copy_checkpoint(dest):
 def test_codes_found_in_the_originals_layout_or_named(tmp_path):
     """The original runs from its repo root: train_dir/<run>/model-N and datasets/<name>/data.hdf5."""
     run = _copy_checkpoint(str(tmp_path / "train_dir" / "default-MNIST_lr_0.0001-20260101"))
+    with open(os.path.join(run, "checkpoint"), "w") as f:  # as the trainer's Saver records it, cwd-relative
+        f.write('model_checkpoint_path: "./train_dir/default-MNIST_lr_0.0001-20260101/model-3"\n')
     with pytest.raises(UserError, match="no GLO latent-code files"):
         snapshot.load(run)
     shutil.copytree(os.path.join(FIXTURE, "datasets"), str(tmp_path / "datasets"))
