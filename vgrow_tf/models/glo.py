@@ -30,7 +30,7 @@ from vgrow_tf import data as data_lib
 from vgrow_tf import losses
 from vgrow_tf.errors import UserError
 from vgrow_tf.training.options import Option
-from vgrow_tf.training.steps import host_stats, reduce_sum
+from vgrow_tf.training.steps import host_stats, make_adam, reduce_sum
 
 KIND = "glo"
 KINDS = (KIND,)
@@ -427,7 +427,7 @@ class Trainer:
         if opts.lr_weight_decay:
             lr = keras.optimizers.schedules.ExponentialDecay(lr, 10000, 0.5, staircase=True)
         if opts.glo_optimizer == "adam":  # the reference: TF1's AdamOptimizer defaults
-            return keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=TF1_ADAM_EPSILON)
+            return make_adam(lr, beta_1=0.9, beta_2=0.999, epsilon=TF1_ADAM_EPSILON)
         return keras.optimizers.SGD(lr)
 
     @property
