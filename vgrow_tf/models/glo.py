@@ -10,9 +10,9 @@ without its bugs:
 - `--glo_optimizer=adam --learning_rate=1e-4 --clip_norm=20 [--lr_weight_decay]` for the generator,
   `--z_update=after_g --alpha=A` for the reference's latent step (z <- z - A * grad at the updated G),
   `--loss=local_moment`, `--glo_arch=reference`, `--init=uniform|gaussian --latent_projection=...`;
-- the reference generator computes what the original's does: TF1's legacy bilinear resize, BatchNorm
-  with epsilon 1e-3 and Adam with epsilon 1e-8 (TF1's defaults), `--init=uniform|gaussian` codes kept
-  unnormalised until their first step (as the reference's download.py stores them);
+- these compute what the original computes: its generator (TF1's legacy bilinear resize, BatchNorm
+  epsilon 1e-3), TF1's Adam (epsilon 1e-8), and uniform/gaussian codes left unnormalised until their
+  first step (as the reference's download.py stores them);
 - BN at generation: moving statistics by default (`bn_mode="moving"`); the reference normalises with
   the statistics of each generated batch even at test time, available as `bn_mode="batch"`;
 - not reproduced: latents updated only on their first visit, codes leaking between runs, and the
