@@ -69,7 +69,7 @@ def main(argv):
     if FLAGS.snapshot_kimg is not None and not FLAGS.run_dir:
         raise UserError("--snapshot_kimg needs --run_dir")
     if FLAGS.snapshot:
-        if not os.path.isfile(FLAGS.snapshot):
+        if not (os.path.exists(FLAGS.snapshot) or os.path.isfile(FLAGS.snapshot + ".index")):  # or a TF1 ckpt
             raise UserError(f"snapshot {FLAGS.snapshot} does not exist")
         snapshots = [FLAGS.snapshot]
         out_dir = FLAGS.output or os.path.dirname(os.path.abspath(FLAGS.snapshot))
