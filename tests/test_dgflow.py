@@ -185,7 +185,7 @@ def test_snapshot_without_a_discriminator_points_to_the_corrector(pg):
 
 def test_bad_flow_parameters(pg):
     z = np.zeros([2, 8], np.float32)
-    for kw in (dict(eta=0.0), dict(gamma=-1.0), dict(steps=-1), dict(divergence="Hellinger")):
+    for kw in (dict(eta=0.0), dict(gamma=-1.0), dict(steps=-1), dict(divergence="Hellinger"), dict(group_size=0)):
         with pytest.raises(UserError):
             refine.refine_snapshot(pg, z, **kw)
 

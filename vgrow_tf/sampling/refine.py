@@ -66,26 +66,31 @@ def latent_noise(seed, keys, steps, dim):
                      for k in keys]) if len(keys) else np.zeros([0, steps, dim], np.float32)
 
 
+def _check_group(group_size):
+    if group_size < 1:
+        raise UserError(f"--dgflow_batch must be positive, not {group_size}")
+
+
 def _check_flow(eta, gamma, steps, group_size):
+    _check_group(group_size)
     if steps < 0:
         raise UserError(f"--dgflow_steps must be non-negative, not {steps}")
     if eta <= 0:
         raise UserError(f"--dgflow_eta must be positive, not {eta}")
     if gamma < 0:
         raise UserError(f"--dgflow_gamma must be non-negative, not {gamma}")
-    if group_size < 1:
-        raise UserError(f"--dgflow_batch must be positive, not {group_size}")
 
 
 def refine_latents(latents, generator_fn, logit_fn, eta=0.1, gamma=0.01, steps=25, divergence="KL",
-                   save_every=5, seed=0, group_size=64, noise_keys=None, progress=None):
+                   save_every=5, seed=0, group_size=DEFAULTS["group_size"], noise_keys=None, progress=None):
     """Runs DGflow on `latents` [N, dim], rows taken in consecutive groups of `group_size` (the last
     may be smaller), each group one batch through D for every step.
 
     Returns (saved, logits): `saved` maps step -> latents [N, dim] for step 0 (the input), every
     `save_every` steps and the last step; `logits` maps the same steps -> d(G(z)) [N]. Row i's noise is
     `latent_noise(seed, [noise_keys[i]])` (keys default to the row numbers), so it does not depend on
-    the grouping; with a batch-dependent D the path does (see the module docstring).
+    the grouping; with a batch-dependent D the path does (see the module docstring). `progress(step,
+    mean logit)` is called for every step of every group.
     """
     _check_flow(eta, gamma, steps, group_size)
     divergence = divergences.canonical_name(divergence)
@@ -123,23 +128,23 @@ def aligned_groups(seeds, group_size):
     return padded, np.array([row[int(s)] for s in seeds], np.int64)
 
 
-def refine_seeds(snap, seeds, group_size=64, seed=0, **flow_kw):
+def refine_seeds(snap, seeds, group_size=DEFAULTS["group_size"], seed=0, **flow_kw):
     """DGflow on the latents of `seeds` (one latent per seed, as generate_samples draws them): seed s
     is refined in the group of seeds G*(s//G) .. G*(s//G)+G-1, with its own noise stream (seed, s), so
     its result does not depend on the other seeds asked for. Returns (saved, logits) rows for `seeds`."""
     from vgrow_tf.sampling import latents as latents_lib
-    _check_flow(flow_kw.get("eta", 0.1), flow_kw.get("gamma", 0.01), flow_kw.get("steps", 25), group_size)
+    _check_group(group_size)
     padded, rows = aligned_groups(seeds, int(group_size))
     saved, logits = refine_snapshot(snap, latents_lib.latents_for_seeds(snap, padded), group_size=group_size,
                                     noise_keys=padded, seed=seed, **flow_kw)
     return {k: v[rows] for k, v in saved.items()}, {k: v[rows] for k, v in logits.items()}
 
 
-def refine_stream(snap, sampler, count, seed, group_size=64, **flow_kw):
+def refine_stream(snap, sampler, count, seed, group_size=DEFAULTS["group_size"], **flow_kw):
     """The final refined latents of the first `count` rows of `sampler.draw(·, seed)`, refined in groups
     of `group_size` rows (the stream is drawn up to a whole group), noise keyed by row: the first rows
     refine the same whatever `count` is (fid10k's are fid50k's first 10k)."""
-    _check_flow(flow_kw.get("eta", 0.1), flow_kw.get("gamma", 0.01), flow_kw.get("steps", 25), group_size)
+    _check_group(group_size)
     total = -(-int(count) // int(group_size)) * int(group_size)
     latents = np.asarray(sampler.draw(total, seed), np.float32)
     saved, _ = refine_snapshot(snap, latents, group_size=group_size, seed=seed, **flow_kw)
