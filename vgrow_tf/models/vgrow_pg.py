@@ -271,11 +271,10 @@ class Trainer:
         its train.py resumes it (no optimizer reset unless the phase changes); returns the image count."""
         from vgrow_tf.interop import pgvgrow_checkpoint as original
         prefix, arch, num_img = original.architecture_of(path)
-        ours = {k: self.arch[k] for k in ("resolution", "channels", "z_dim", "fmaps")}
-        if {k: arch[k] for k in ours} != ours:
-            raise UserError(f"--resume_from {prefix} holds {arch['resolution']} px, {arch['channels']} channel(s), "
-                            f"z_dim {arch['z_dim']}, fmaps {arch['fmaps']}; this run builds {ours}: set "
-                            "--resolution, --z_dim and --fmaps (and the dataset) to match")
+        describe = "{resolution} px, {channels} channel(s), z_dim {z_dim}, fmaps {fmaps}".format
+        if describe(**arch) != describe(**self.arch):
+            raise UserError(f"--resume_from {prefix} holds {describe(**arch)}; this run builds "
+                            f"{describe(**self.arch)}: set --resolution, --z_dim and --fmaps to match")
         original.load_networks(prefix, self.networks())
         original.load_optimizer_state(prefix, self.networks(), {"G": self.opt_g, "D": self.opt_d})
         num_img = num_img or 0
