@@ -77,6 +77,8 @@ flags.DEFINE_float("dgflow_gamma", 0.01, "DGflow entropy weight gamma (noise sqr
 flags.DEFINE_integer("dgflow_steps", 25, "DGflow steps.")
 flags.DEFINE_enum("dgflow_divergence", "KL", ["KL", "JS", "LogD", "Jef"], "DGflow f-divergence s(d).")
 flags.DEFINE_integer("dgflow_save_every", 5, "Write the samples every this many DGflow steps.")
+flags.DEFINE_integer("dgflow_batch", 64, "DGflow refinement batch: seed s is refined with the seeds of its block "
+                     "G*(s//G) .. G*(s//G)+G-1 (G = this), whatever else is generated; recorded in dgflow.npz.")
 flags.DEFINE_string("corrector", None, "DGflow: a dgflow_corrector snapshot, for generators without a "
                     "discriminator (its logit is D + C).")
 flags.DEFINE_string("domain", "a", "CoGAN/SCoGAN: domain a, b (or both for plain sampling).")
@@ -117,7 +119,7 @@ def _refine_options():
     from vgrow_tf import snapshot
     options = dict(eta=FLAGS.dgflow_eta, gamma=FLAGS.dgflow_gamma, steps=FLAGS.dgflow_steps,
                    divergence=FLAGS.dgflow_divergence, save_every=FLAGS.dgflow_save_every, seed=FLAGS.seed,
-                   batch_size=FLAGS.batch_size)
+                   group_size=FLAGS.dgflow_batch)
     if FLAGS.domain != "a":
         options["domain"] = FLAGS.domain
     if FLAGS.corrector:

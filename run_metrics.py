@@ -52,6 +52,8 @@ flags.DEFINE_float("dgflow_eta", 0.1, "DGflow step size.")
 flags.DEFINE_float("dgflow_gamma", 0.01, "DGflow noise level (entropy weight).")
 flags.DEFINE_integer("dgflow_steps", 25, "DGflow steps.")
 flags.DEFINE_string("dgflow_divergence", "KL", "DGflow f-divergence: KL, JS, LogD or Jef.")
+flags.DEFINE_integer("dgflow_batch", 64, "DGflow refinement batch: latents refined together (minibatch-stddev "
+                     "discriminators make each result depend on its batch; recorded with the results).")
 flags.DEFINE_string("corrector", None, "DGflow: a dgflow_corrector snapshot for generators without a discriminator.")
 flags.DEFINE_boolean("verbose", False, "Show tracebacks of user errors.")
 FLAGS = flags.FLAGS
@@ -67,7 +69,7 @@ def main(argv):
     if FLAGS.snapshot_kimg is not None and not FLAGS.run_dir:
         raise UserError("--snapshot_kimg needs --run_dir")
     if FLAGS.snapshot:
-        if not os.path.isfile(FLAGS.snapshot):
+        if not (os.path.exists(FLAGS.snapshot) or os.path.isfile(FLAGS.snapshot + ".index")):  # or a TF1 ckpt
             raise UserError(f"snapshot {FLAGS.snapshot} does not exist")
         snapshots = [FLAGS.snapshot]
         out_dir = FLAGS.output or os.path.dirname(os.path.abspath(FLAGS.snapshot))
@@ -98,7 +100,8 @@ def main(argv):
         seed=FLAGS.seed, truncation_psi=FLAGS.truncation_psi, ref_stats=FLAGS.ref_stats,
         cache_dir=FLAGS.cache_dir, strategy=strategy, progress=FLAGS.progress, domain=FLAGS.domain,
         refine=dict(steps=FLAGS.dgflow_steps, eta=FLAGS.dgflow_eta, gamma=FLAGS.dgflow_gamma,
-                    divergence=FLAGS.dgflow_divergence, corrector=FLAGS.corrector) if FLAGS.refine else None)
+                    divergence=FLAGS.dgflow_divergence, group_size=FLAGS.dgflow_batch,
+                    corrector=FLAGS.corrector) if FLAGS.refine else None)
     print(runner.format_table(results))
     print(f"results appended to {os.path.join(out_dir, 'metric-<name>.txt')} and metrics.jsonl")
 

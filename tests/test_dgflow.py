@@ -11,6 +11,7 @@ import tensorflow as tf
 from vgrow_tf import divergences, snapshot
 from vgrow_tf.errors import UserError
 from vgrow_tf.models import vgrow_pg
+from vgrow_tf.sampling import latents as latents_lib
 from vgrow_tf.sampling import refine
 
 
@@ -59,15 +60,17 @@ def test_one_step_with_a_nonlinear_generator_and_discriminator():
     np.testing.assert_allclose(new.numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_noise_is_seeded_and_independent_of_batching():
+def test_noise_is_one_stream_per_latent_and_independent_of_grouping():
     z = np.zeros([7, 3], np.float32)
     flat = lambda x: 0.0 * tf.reduce_sum(x, axis=1)  # noqa: E731 - zero gradient: only the noise moves z
-    a, _ = refine.refine_latents(z, identity, flat, eta=0.1, gamma=0.5, steps=2, seed=3, batch_size=2)
-    b, _ = refine.refine_latents(z, identity, flat, eta=0.1, gamma=0.5, steps=2, seed=3, batch_size=100)
+    a, _ = refine.refine_latents(z, identity, flat, eta=0.1, gamma=0.5, steps=2, seed=3, group_size=2)
+    b, _ = refine.refine_latents(z, identity, flat, eta=0.1, gamma=0.5, steps=2, seed=3, group_size=100)
     np.testing.assert_array_equal(a[2], b[2])
-    rng = np.random.RandomState(3)
-    expected = math.sqrt(2 * 0.1 * 0.5) * (rng.randn(7, 3) + rng.randn(7, 3))
+    expected = [math.sqrt(2 * 0.1 * 0.5) * np.random.default_rng([3, i]).standard_normal((2, 3)).sum(axis=0)
+                for i in range(7)]
     np.testing.assert_allclose(a[2], expected, rtol=1e-5, atol=1e-6)
+    c, _ = refine.refine_latents(z[4:], identity, flat, eta=0.1, gamma=0.5, steps=2, seed=3, noise_keys=[4, 5, 6])
+    np.testing.assert_array_equal(c[2], a[2][4:])  # the key, not the row, picks the stream
     assert sorted(a) == [0, 2]  # step 0 and the last step (save_every 5 > steps)
 
 
@@ -115,7 +118,7 @@ def test_toy_flow_moves_samples_toward_the_data(name):
     # the ratio is stale (fixed at the initial generator), so the flow is a short-time method: with a
     # large eta * steps the particles overshoot the modes (KL at eta 0.05 turns back after ~5 steps)
     saved, logits = refine.refine_latents(z, identity, logit, eta=0.01, gamma=0.01, steps=20, divergence=name,
-                                          save_every=5, seed=1, batch_size=400)
+                                          save_every=5, seed=1, group_size=400)
     dist = [_energy_distance(saved[s], data) for s in sorted(saved)]
     assert all(b < a for a, b in zip(dist, dist[1:])), dist
     assert dist[-1] < 0.85 * dist[0], dist
@@ -143,6 +146,37 @@ def test_refinement_with_gamma_zero_raises_the_mean_logit(pg):
                                atol=1e-5)
 
 
+FLOW = dict(eta=0.05, gamma=0.01, steps=3, save_every=3, seed=5)
+
+
+def test_minibatch_stddev_makes_refinement_depend_on_the_batch(pg):
+    """Why groups exist: VGrow-PG's D mixes the batch, so the same latents move differently with others."""
+    z = np.random.RandomState(0).randn(8, 8).astype(np.float32)
+    alone, _ = refine.refine_snapshot(pg, z[:4], group_size=4, **FLOW)
+    together, _ = refine.refine_snapshot(pg, z, group_size=8, **FLOW)
+    assert np.max(np.abs(alone[3] - together[3][:4])) > 1e-4
+
+
+def test_a_seed_refines_the_same_whatever_else_is_generated(pg):
+    few, few_logits = refine.refine_seeds(pg, [0, 1, 2, 3], group_size=4, **FLOW)
+    many, many_logits = refine.refine_seeds(pg, list(range(12)), group_size=4, **FLOW)
+    scattered, _ = refine.refine_seeds(pg, [9, 2], group_size=4, **FLOW)  # completes groups {0..3}, {8..11}
+    np.testing.assert_array_equal(few[3], many[3][:4])
+    np.testing.assert_array_equal(few_logits[3], many_logits[3][:4])
+    np.testing.assert_array_equal(scattered[3], many[3][[9, 2]])
+    np.testing.assert_array_equal(few[0], latents_lib.latents_for_seeds(pg, [0, 1, 2, 3]))
+    other, _ = refine.refine_seeds(pg, [0, 1, 2, 3], group_size=8, **FLOW)  # documented: another batch differs
+    assert np.max(np.abs(other[3] - few[3])) > 1e-4
+
+
+def test_a_stream_refines_its_first_rows_the_same_whatever_the_count(pg):
+    sampler = latents_lib.LatentSampler(pg)
+    short = refine.refine_stream(pg, sampler, 5, 7, group_size=4, **{k: v for k, v in FLOW.items() if k != "seed"})
+    long = refine.refine_stream(pg, sampler, 12, 7, group_size=4, **{k: v for k, v in FLOW.items() if k != "seed"})
+    assert short.shape == (5, 8)
+    np.testing.assert_array_equal(short, long[:5])
+
+
 def test_snapshot_without_a_discriminator_points_to_the_corrector(pg):
     no_d = snapshot.Snapshot("g.h5", "vgrow_pg", pg.config, {"Gs": pg.networks["Gs"]}, {}, vgrow_pg)
     with pytest.raises(UserError, match="--corrector"):
@@ -151,7 +185,7 @@ def test_snapshot_without_a_discriminator_points_to_the_corrector(pg):
 
 def test_bad_flow_parameters(pg):
     z = np.zeros([2, 8], np.float32)
-    for kw in (dict(eta=0.0), dict(gamma=-1.0), dict(steps=-1), dict(divergence="Hellinger")):
+    for kw in (dict(eta=0.0), dict(gamma=-1.0), dict(steps=-1), dict(divergence="Hellinger"), dict(group_size=0)):
         with pytest.raises(UserError):
             refine.refine_snapshot(pg, z, **kw)
 

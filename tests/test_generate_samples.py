@@ -241,6 +241,7 @@ def test_cli_samples_and_dgflow_grid(pg_snapshot, tmp_path):
     assert r.returncode == 0, r.stderr
     names = set(os.listdir(tmp_path / "g"))
     assert {"grid.png", "grid-dgflow-step00.png", "grid-dgflow-step02.png", "grid-dgflow.npz"} <= names
+    assert int(np.load(tmp_path / "g" / "grid-dgflow.npz")["group_size"]) == 64  # the refinement batch
 
 
 # --- other families ---------------------------------------------------------------------------------

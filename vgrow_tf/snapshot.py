@@ -106,7 +106,8 @@ def load(path, expect_kind=None, source_format=None, **import_options):
     if source_format or not is_native(path):
         from vgrow_tf import interop
 
-        if source_format or interop.detect(path):
+        looks_like_checkpoint = os.path.isdir(path) or os.path.isfile(path + ".index")
+        if source_format or looks_like_checkpoint or interop.detect(path):
             imported = interop.load(path, source_format, **import_options)
             _check_kind(path, imported.kind, expect_kind)
             return Snapshot(path, imported.kind, imported.config, imported.networks, imported.arrays,

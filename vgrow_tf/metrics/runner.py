@@ -91,7 +91,7 @@ class Evaluator:
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._nets = {}
         self._lpips = None
-        # DGflow: score refined samples. {"steps", "eta", "gamma", "divergence", "corrector": path or None}
+        # DGflow: score refined samples. {"steps", "eta", "gamma", "divergence", "group_size", "corrector": path}
         self.refine = dict(refine) if refine else None
         self._corrector = None
         if self.refine and self.refine.get("corrector"):
@@ -112,21 +112,26 @@ class Evaluator:
                     self.pr_net_name, vgg16_path=self.vgg16_path, strategy=self.strategy)
         return self._nets[detector]
 
+    def dgflow_record(self):
+        from vgrow_tf.sampling import refine
+        record = {k: self.refine.get(k, v) for k, v in refine.DEFAULTS.items() if k != "save_every"}
+        return dict(record, corrector=self.refine.get("corrector"))
+
     def metric_name(self, spec, net):
         default = DEFAULT_FEATURE_NET if spec.detector == "inception" else DEFAULT_PR_FEATURE_NET
         name = spec.name if net is None or net.name == default else f"{spec.name}-{_short(net)}"
         return name + ("-dgflow" if self.refine else "")
 
-    def _refined(self, snap, latents, seed):
-        """The latents after DGflow (DGflow paper protocol: the same latents, refined, then scored)."""
+    def _refined(self, snap, sampler, count, seed):
+        """The stream's first `count` latents after DGflow (DGflow paper protocol: the same latents, refined,
+        then scored), refined in fixed groups of rows so they do not depend on `count` or --batch_size."""
         from vgrow_tf.sampling import refine
         steps = int(self.refine.get("steps", 25))
-        saved, _ = refine.refine_snapshot(
-            snap, latents, corrector=self._corrector, truncation_psi=self.truncation_psi, domain=self.domain,
+        return refine.refine_stream(
+            snap, sampler, count, seed, group_size=int(self.refine.get("group_size", refine.DEFAULTS["group_size"])),
+            corrector=self._corrector, truncation_psi=self.truncation_psi, domain=self.domain,
             eta=float(self.refine.get("eta", 0.1)), gamma=float(self.refine.get("gamma", 0.01)), steps=steps,
-            divergence=self.refine.get("divergence", "KL"), save_every=steps, seed=seed,
-            batch_size=self.batch_size)
-        return saved[max(saved)]
+            divergence=self.refine.get("divergence", "KL"), save_every=steps)
 
     # --- reals ------------------------------------------------------------------------------------
     def _real_plan(self, spec):
@@ -209,9 +214,8 @@ class Evaluator:
         from vgrow_tf.sampling.images import to_uint8
         from vgrow_tf.sampling.latents import LatentSampler
         total = max(needs.values())
-        latents = LatentSampler(snap).draw(total, seed)
-        if self.refine:
-            latents = self._refined(snap, np.asarray(latents), seed)
+        sampler = LatentSampler(snap)
+        latents = self._refined(snap, sampler, total, seed) if self.refine else sampler.draw(total, seed)
         gen_kw = self._gen_kw(snap)
         parts = {d: [] for d in needs}
         with _tqdm(total, f"fakes (seed {seed})", self.progress) as bar:
@@ -271,6 +275,8 @@ class Evaluator:
                         result["reference"] = refs[s.name]["reference"]
                 if s.kind == "pr":
                     result["k"] = s.k
+                if self.refine:  # what the refined latents depend on (sampling.refine)
+                    result["dgflow"] = self.dgflow_record()
                 results.append(result)
         return results
 

@@ -57,6 +57,8 @@ OPTIONS = [
            "enum", ["independent", "copy"]),
     Option("shuffle_data", False, "Reshuffle the data each epoch (the original reads sequentially).",
            "bool"),
+    Option("resume_from", None, "Start a new run from a model saved by the original code (PGVGrow's "
+           "networks-<num_img>.ckpt or its run directory): G, Gs, D, Adam state and image count."),
 ]
 
 
@@ -263,6 +265,22 @@ class Trainer:
     def after_restore(self, cur_nimg):
         self._iterators.clear()  # rebuilt lazily, skipping the batches already consumed
         self.cur_lod = self._lod(cur_nimg)
+
+    def start_from(self, path):
+        """--resume_from: PGVGrow's checkpoint at `path` (weights, Adam moments and steps, image count), as
+        its train.py resumes it (no optimizer reset unless the phase changes); returns the image count."""
+        from vgrow_tf.interop import pgvgrow_checkpoint as original
+        prefix, arch, num_img = original.architecture_of(path)
+        describe = "{resolution} px, {channels} channel(s), z_dim {z_dim}, fmaps {fmaps}".format
+        if describe(**arch) != describe(**self.arch):
+            raise UserError(f"--resume_from {prefix} holds {describe(**arch)}; this run builds "
+                            f"{describe(**self.arch)}: set --resolution, --z_dim and --fmaps to match")
+        original.load_networks(prefix, self.networks())
+        original.load_optimizer_state(prefix, self.networks(), {"G": self.opt_g, "D": self.opt_d})
+        num_img = num_img or 0
+        self.phase.assign(list(schedule.phase_key(self._lod(num_img))))
+        self.after_restore(num_img)
+        return num_img
 
     def config(self):
         return dict(self.arch, lod=float(self.cur_lod))

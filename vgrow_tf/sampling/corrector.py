@@ -8,7 +8,8 @@ a small network C with the logistic (BCE) discriminator loss, reals against this
 on the logit D(x) + C(x). Without --discriminator_snapshot, C alone is the logit. C's last layer
 starts at zero, so training starts from D's estimate. The snapshot (kind `dgflow_corrector`, network
 `C`) records both snapshot paths; `generate_samples.py --refine=dgflow --corrector=C.h5` then refines
-with the logit D + C. Training runs on one device (Adam 2e-4, beta1 0.5, as the spec suggests).
+with the logit D + C. Training runs on one device with Adam (2e-4, beta1 0.5, beta2 0.999, epsilon 1e-8); DGflow
+releases only the trained correctors, not their training code, so this recipe is ours.
 """
 import os
 
@@ -151,7 +152,10 @@ class Trainer:
         self.batch = options.batch_size or 64
         with strategy.scope():
             self.net = build_networks(self.arch)["C"]
-            self.opt = keras.optimizers.Adam(options.learning_rate or 2e-4, beta_1=0.5, beta_2=0.999)
+            # DGflow's release has no corrector training code (only its checkpoints), so no original
+            # optimizer exists: this is our recipe, with the epsilon of PyTorch's Adam (1e-8, the authors'
+            # framework) rather than Keras' 1e-7.
+            self.opt = keras.optimizers.Adam(options.learning_rate or 2e-4, beta_1=0.5, beta_2=0.999, epsilon=1e-8)
             self.opt.build(self.net.trainable_variables)
             self.batches = tf.Variable(0, dtype=tf.int64, trainable=False, name="batches")
         self._iterator = None

@@ -80,23 +80,23 @@ def _grid_shape(n, rows=None, cols=None):
 
 # --- samples and grids (optionally DGflow-refined) -------------------------------------------------
 
-def refined_latents(snap, latents, refine=None, gen_kw=None):
-    """{step: latents} — {0: latents} without refinement, else DGflow's saved steps (and logits)."""
+def refined_latents(snap, seeds, latents, refine=None, gen_kw=None):
+    """{step: latents} — {0: latents} without refinement, else DGflow's saved steps (and logits), each
+    seed refined in its fixed seed-aligned group (`refine.refine_seeds`)."""
     if not refine:
         return {0: latents}, None
     from vgrow_tf.sampling import refine as refine_lib
     refine = dict(refine)
-    corrector = refine.pop("corrector", None)
-    discriminator = refine.pop("discriminator", None)
     psi = (gen_kw or {}).get("truncation_psi")
-    saved, logits = refine_lib.refine_snapshot(snap, latents, corrector=corrector, discriminator=discriminator,
-                                               truncation_psi=psi, **refine)
-    return saved, logits
+    return refine_lib.refine_seeds(snap, seeds, truncation_psi=psi, **refine)
 
 
-def _write_refine_log(out_dir, seeds, saved, logits, prefix):
+def _write_refine_log(out_dir, seeds, saved, logits, prefix, refine):
+    from vgrow_tf.sampling import refine as refine_lib
+    flow = {k: refine.get(k, v) for k, v in refine_lib.DEFAULTS.items()}
+    flow["seed"] = refine.get("seed", 0)
     path = os.path.join(out_dir, f"{prefix}dgflow.npz")
-    arrays = {"seeds": np.asarray(seeds)}
+    arrays = {"seeds": np.asarray(seeds), "group_size": np.asarray(flow["group_size"])}
     for step in sorted(saved):
         arrays[f"latents_step{step}"] = saved[step]
         arrays[f"logits_step{step}"] = logits[step]
@@ -105,7 +105,7 @@ def _write_refine_log(out_dir, seeds, saved, logits, prefix):
     os.replace(tmp, path)
     summary = {int(s): float(np.mean(logits[s])) for s in sorted(saved)}
     with open(os.path.join(out_dir, f"{prefix}dgflow-logits.json"), "w") as f:
-        json.dump({"mean_logit_by_step": summary}, f, indent=1)
+        json.dump({"mean_logit_by_step": summary, "flow": flow}, f, indent=1)
     return path, summary
 
 
@@ -115,7 +115,7 @@ def save_samples(snap, out_dir, seeds, gen_kw=None, refine=None, batch_size=32):
     gen_kw = gen_kw or {}
     os.makedirs(out_dir, exist_ok=True)
     latents = latents_lib.latents_for_seeds(snap, seeds)
-    saved, logits = refined_latents(snap, latents, refine, gen_kw)
+    saved, logits = refined_latents(snap, seeds, latents, refine, gen_kw)
     last = max(saved)
     paths = []
     for step, z in sorted(saved.items()):
@@ -130,7 +130,7 @@ def save_samples(snap, out_dir, seeds, gen_kw=None, refine=None, batch_size=32):
                 for folder in folders:
                     paths.append(save_image(os.path.join(folder, _name(seed)), image))
     if refine:
-        path, summary = _write_refine_log(out_dir, seeds, saved, logits, "")
+        path, summary = _write_refine_log(out_dir, seeds, saved, logits, "", refine)
         paths.append(path)
         print("DGflow mean logit by step: " + ", ".join(f"{k}: {v:.4f}" for k, v in summary.items()))
     return paths
@@ -144,7 +144,7 @@ def save_grid_images(snap, out_dir, seeds, rows=None, cols=None, gen_kw=None, re
     rows, cols = _grid_shape(len(seeds), rows, cols)
     os.makedirs(out_dir, exist_ok=True)
     latents = latents_lib.latents_for_seeds(snap, seeds[:rows * cols])
-    saved, logits = refined_latents(snap, latents, refine, gen_kw)
+    saved, logits = refined_latents(snap, seeds[:rows * cols], latents, refine, gen_kw)
     paths = []
     root, ext = os.path.splitext(name)
     for step, z in sorted(saved.items()):
@@ -155,7 +155,7 @@ def save_grid_images(snap, out_dir, seeds, rows=None, cols=None, gen_kw=None, re
         if step == max(saved):
             paths.append(save_grid(os.path.join(out_dir, name), images, rows, cols, padding))
     if refine:
-        path, summary = _write_refine_log(out_dir, seeds[:rows * cols], saved, logits, f"{root}-")
+        path, summary = _write_refine_log(out_dir, seeds[:rows * cols], saved, logits, f"{root}-", refine)
         paths.append(path)
         print("DGflow mean logit by step: " + ", ".join(f"{k}: {v:.4f}" for k, v in summary.items()))
     return paths

@@ -150,6 +150,13 @@ class TrainingSession:
         self.trainer.after_restore(int(self.progress.cur_nimg.numpy()))
         print(f"Resumed from {path} at {self.progress.cur_nimg.numpy() / 1000:.1f} kimg")
 
+    def start_from(self, path):
+        """--resume_from: a new run starting from a model saved by the original code (the family reads it)."""
+        if not hasattr(self.trainer, "start_from"):
+            raise UserError(f"--resume_from is not supported for --model={self.options.model}")
+        self.progress.cur_nimg.assign(self.trainer.start_from(path))
+        print(f"Starting from {path} at {self.progress.cur_nimg.numpy() / 1000:.1f} kimg")
+
     def save_checkpoint(self):
         path = self.manager.save(checkpoint_number=int(self.progress.cur_nimg.numpy()))
         return path if self.chief else None
@@ -280,6 +287,8 @@ def train(options):
             session = TrainingSession(options, trainer, strategy, run_dir, chief)
             if options.resume:
                 session.restore()
+            elif getattr(options, "resume_from", None):
+                session.start_from(options.resume_from)
             defaults = trainer.DEFAULTS
             total = options_lib.total_nimg(options, defaults["total_nimg"])
             tick_nimg = int((options.tick_kimg or defaults["tick_kimg"]) * 1000)
