@@ -29,7 +29,8 @@ DESCRIPTION = ("SCoGAN (MarkusHald/SCoGAN) run folder: Keras-2 SavedModel folder
 FOLDERS = {"G1": "generator1", "G2": "generator2", "D1": "discriminator1", "D2": "discriminator2",
            "E": "encoder"}
 REQUIRED = ("G1", "G2", "D1", "D2")
-_KEY = re.compile(r"^((?:layer_with_weights-\d+/)+)(\w+)/\.ATTRIBUTES/VARIABLE_VALUE$")
+_LAYER = re.compile(r"^layer_with_weights-\d+$")
+WEIGHT_NAMES = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance", "alpha")
 
 
 def _model_dir(path):
@@ -57,6 +58,7 @@ def detect(path):
 def read_layers(folder):
     """The weights of one saved model: a list, in model order, of {weight name: array} per layer."""
     import tensorflow as tf
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
 
     prefix = os.path.join(folder, "variables", "variables")
     if not os.path.isfile(prefix + ".index"):
@@ -64,13 +66,10 @@ def read_layers(folder):
                         "(copy the whole folder the original wrote)")
     try:
         reader = tf.train.load_checkpoint(prefix)
-        names = reader.get_variable_to_shape_map()
-        layers = {}
-        for key in names:
-            match = _KEY.match(key)
-            if match:
-                path = tuple(int(n) for n in re.findall(r"\d+", match.group(1)))
-                layers.setdefault(path, {})[match.group(2)] = reader.get_tensor(key)
+        graph = trackable_object_graph_pb2.TrackableObjectGraph()
+        graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+        layers = [{name: reader.get_tensor(key) for name, key in keys.items()}
+                  for keys in _layer_keys(graph, 0)]
     except (tf.errors.OpError, ValueError, IndexError) as e:  # IndexError: a truncated data file
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"cannot read the weights in {prefix} ({reason}); the folder is damaged or "
@@ -78,7 +77,24 @@ def read_layers(folder):
     if not layers:
         raise UserError(f"{prefix} holds no Keras layer weights (layer_with_weights-*); not a model saved by "
                         "Keras 2 model.save")
-    return [layers[k] for k in sorted(layers)]
+    return layers
+
+
+def _layer_keys(graph, node_id):
+    """[{weight name: checkpoint key}] of the layers under `node_id`, in model order. The object graph is
+    followed rather than the keys, because a weight is stored under one of its paths only: a nested
+    model's weights (gan128_disc's Sequential) appear as `variables/<n>` of the outer model."""
+    layers = []
+    children = sorted((int(c.local_name.rsplit("-", 1)[1]), c.node_id)
+                      for c in graph.nodes[node_id].children if _LAYER.match(c.local_name))
+    for _, child in children:
+        weights = {}
+        for c in graph.nodes[child].children:
+            if c.local_name in WEIGHT_NAMES:
+                keys = [a.checkpoint_key for a in graph.nodes[c.node_id].attributes if a.name == "VARIABLE_VALUE"]
+                weights[c.local_name] = keys[0]
+        layers += [weights] if weights else _layer_keys(graph, child)
+    return layers
 
 
 def read_run_config(root):
