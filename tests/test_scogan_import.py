@@ -119,3 +119,20 @@ def test_bad_folders_are_one_clear_line(tmp_path, damage, message):
 def test_other_folders_are_not_detected(tmp_path):
     assert not scogan_keras.detect(str(tmp_path))
     assert not scogan_keras.detect(os.path.join(FIXTURE, "expected.npz"))
+
+
+FACES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "scogan_faces")
+
+
+def test_faces_architecture_with_nested_discriminator_is_reproduced():
+    imported = snapshot.load(FACES)
+    e = dict(np.load(os.path.join(FACES, "expected.npz")))
+    c, n = imported.config, imported.networks
+    assert (c["arch"], c["resolution"], c["fmaps"], c["cycle"]) == ("faces", 128, 32, False)
+    assert n["G1"].count_params() == 95193 and n["D1"].count_params() == 38529  # Keras 2's counts
+    for g in ("G1", "G2"):
+        out = n[g](e["z"], training=False)
+        assert len(out) == 5
+        for i, o in enumerate(out):
+            assert relative_error(o, e[f"{g}_out{i}"]) <= TOLERANCE, (g, i)
+        assert relative_error(n["D" + g[1]](out[-1]), e[f"D{g[1]}_fake"]) <= TOLERANCE
