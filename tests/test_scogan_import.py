@@ -97,6 +97,7 @@ def test_without_encoder_imports_without_cycle(tmp_path):
     ("no_variables", "generator1 has no variables/variables.index"),
     ("truncated", "cannot read the weights"),
     ("cogan", "gan_type cogan"),
+    ("swapped", r"discriminator1 weight layer 0 \(kernel\) has shape \[3, 3, 3, 4\]"),
 ])
 def test_bad_folders_are_one_clear_line(tmp_path, damage, message):
     root = _copy(tmp_path)
@@ -108,6 +109,9 @@ def test_bad_folders_are_one_clear_line(tmp_path, damage, message):
     elif damage == "truncated":
         data = root / "generator2" / "variables" / "variables.data-00000-of-00001"
         data.write_bytes(data.read_bytes()[:1000])
+    elif damage == "swapped":  # the encoder's weights where discriminator1's belong
+        shutil.rmtree(root / "discriminator1")
+        shutil.copytree(root / "encoder", root / "discriminator1")
     else:
         text = (root / "config.txt").read_text().replace("gan_type: scogan", "gan_type: cogan")
         (root / "config.txt").write_text(text)

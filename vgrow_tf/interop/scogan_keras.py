@@ -2,16 +2,17 @@
 
 The trainer calls Keras 2 `model.save(dir)` five times, writing one TF SavedModel folder per network
 under its `--dir`: `generator1/`, `generator2/`, `discriminator1/`, `discriminator2/` and, with
-`--use_cycle`, `encoder/`. Keras 3 refuses to load those folders, so only their weights are read: the
-object-based checkpoint `variables/variables`, whose keys are `layer_with_weights-<k>/<weight>/...`
-with k counting the layers that hold weights, in model order (nested models add a level). Nothing in
-`saved_model.pb` or `keras_metadata.pb` is executed or needed.
+`--use_cycle`, `encoder/`. Keras 3 refuses to load those folders, so only their weights are read, with
+`tf.train.load_checkpoint`: the object-based checkpoint `variables/variables`, whose object graph names
+the layers that hold weights `layer_with_weights-<k>` in model order (a nested model, such as the faces
+discriminator's Sequential, adds a level). Nothing in `saved_model.pb` or `keras_metadata.pb` is
+executed or needed.
 
 The architecture is inferred from the weight shapes: generator `32` (digits: 3x3 deconvs, 6x6 output
 conv) or `128` (faces: 4x4 deconvs, 3x3 output conv), its width and z size from the first dense layer,
 resolution and channels from the deconvolutions, per-element or per-channel PReLU from the slope shapes;
 `config.txt` (written by the original next to the folders) supplies `noise_type` when present. Our
-`coupled_gan` networks are then built with `--model=scogan` and receive every weight by position.
+`coupled_gan` networks are then built with `--model=scogan` and receive the weights layer by layer.
 Not carried over: optimizer state (the original saves models uncompiled) and the training flags.
 """
 import os
@@ -118,7 +119,7 @@ def infer_config(layers, run_config, has_encoder):
     """Our scogan config from the generator's layers (and config.txt's noise_type)."""
     from vgrow_tf.models import coupled_gan
 
-    g1 = layers["G1"]
+    g1 = layers["G1"] + [{}] * 3  # padded: a too-short model fails the checks below, not with IndexError
     dense_kernel, bn, alpha = g1[0].get("kernel"), g1[1].get("gamma"), g1[2].get("alpha")
     if dense_kernel is None or dense_kernel.ndim != 2 or bn is None or alpha is None:
         raise UserError("generator1 does not start with Dense, BatchNormalization, PReLU as the original's "
@@ -165,10 +166,10 @@ def assign(network, stored, label):
     for k, (layer, weights) in enumerate(zip(ours, stored)):
         variables = {v.name.split("/")[-1].split(":")[0]: v for v in layer.weights}
         if set(variables) != set(weights):
-            raise UserError(f"{label} layer_with_weights-{k} holds {sorted(weights)}, expected {sorted(variables)}")
+            raise UserError(f"{label} weight layer {k} holds {sorted(weights)}, expected {sorted(variables)}")
         for name, value in weights.items():
             if tuple(value.shape) != tuple(variables[name].shape):
-                raise UserError(f"{label} layer_with_weights-{k}/{name} has shape {list(value.shape)}, the "
+                raise UserError(f"{label} weight layer {k} ({name}) has shape {list(value.shape)}, the "
                                 f"inferred architecture {list(variables[name].shape)}: widths that do not "
                                 "follow the original's ratios are not supported")
             variables[name].assign(np.asarray(value, np.float32))
