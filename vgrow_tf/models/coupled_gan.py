@@ -475,8 +475,10 @@ class Trainer:
     def identity(options):
         keys = ("dataset_b", "z_dim", "fmaps", "coupled_arch", "adv_loss", "noise_type", "shared_layers",
                 "feature_weight", "weight_reg_weight", "semantic_weight", "classifier_path", "cycle_weight",
-                "style_weight", "content_weight", "gram_norm", "prelu")
+                "style_weight", "content_weight", "gram_norm")
         ident = {k: getattr(options, k) for k in keys}
+        if options.prelu != "channel":  # runs from before --prelu were per channel and lack the key
+            ident["prelu"] = options.prelu
         if ident["dataset_b"]:
             ident["dataset_b"] = data_lib.resolve_dataset(options.dataset_b, options.data_root)
         return ident
