@@ -76,6 +76,43 @@ def test_cogan_trainer_has_one_optimizer_per_side_over_unique_variables(pair8):
     assert t.weight_decay == 5e-4 and make_trainer("scogan", pair8).weight_decay == 0.0
 
 
+# --- parameter counts at the original's real size, built without training ----------------------
+
+def _count(model, trainable=False):
+    return sum(int(np.prod(v.shape)) for v in (model.trainable_weights if trainable else model.weights))
+
+
+@pytest.mark.parametrize("prelu,trainable,total", [("element", 8_112_259, 8_116_099),
+                                                   ("channel", 7_868_419, 7_872_259)])
+def test_digits_generator_has_the_originals_parameter_count(prelu, trainable, total):
+    """gan32_gen_multi at 32 px RGB, z 100, full width: dense 100->4*4*1024, deconvs 512/256/128 (3x3)
+    and 3 (6x6), BN and PReLU after each but the last. Per-element PReLU (the original's) has one slope
+    per unit: 4*4*1024 + 8*8*512 + 16*16*256 + 32*32*128 = 245,760 slopes instead of 1,920 per channel.
+    `total` adds the BN moving statistics (3,840), which are not trained."""
+    config = cg.make_config("scogan", 32, 3, z_dim=100, fmaps=1024, prelu=prelu)
+    g = cg.Generator(*cg.generator_layers(config, "G1"))
+    g(tf.zeros([1, 100]))
+    dense = 100 * 16384 + 16384
+    convs = (9 * 1024 * 512 + 512) + (9 * 512 * 256 + 256) + (9 * 256 * 128 + 128) + (36 * 128 * 3 + 3)
+    bn_trained = 2 * (1024 + 512 + 256 + 128)
+    slopes = 245_760 if prelu == "element" else 1_920
+    assert _count(g, trainable=True) == dense + convs + bn_trained + slopes == trainable
+    assert _count(g) == total == trainable + 3_840
+
+
+def test_digits_discriminator_and_encoder_have_the_originals_parameter_counts():
+    config = cg.make_config("scogan", 32, 3, z_dim=100, fmaps=1024, cycle=True)
+    d = cg.Sequence(sum(cg.discriminator_layers(config, "D1"), []))
+    e = cg.Sequence(cg.encoder_layers(config), squeeze=False)
+    d(tf.zeros([1, 32, 32, 3]))
+    e(tf.zeros([1, 32, 32, 3]))
+    # gan32_disc: conv20 5x5, conv50 5x5 (each + 2x2 max-pool), dense 8*8*50 -> 500, PReLU per unit, dense 1
+    assert _count(d) == (75 * 20 + 20) + (500 * 50 + 50) + (3200 * 500 + 500) + 500 + (500 + 1)
+    # Nets.encoder: conv64, conv128 s2, conv128 s2, conv256 s2 (3x3), dense 4*4*256 -> 100
+    assert _count(e) == (27 * 64 + 64) + (576 * 128 + 128) + (1152 * 128 + 128) + (1152 * 256 + 256) \
+        + (4096 * 100 + 100)
+
+
 # --- regularisers by hand -------------------------------------------------------------------------
 
 def test_feature_and_weight_regularisers_by_hand():
@@ -84,10 +121,25 @@ def test_feature_and_weight_regularisers_by_hand():
     f2 = [rs.randn(2, 4, 4, 3).astype(np.float32) for _ in range(3)]
     expect = sum(np.mean((a - b) ** 2) for a, b in zip(f1[:2], f2[:2]))
     np.testing.assert_allclose(cg.feature_regulariser(f1, f2, 2), expect, rtol=1e-5)
-    w1 = [rs.randn(3, 2).astype(np.float32), rs.randn(5).astype(np.float32)]
-    w2 = [rs.randn(3, 2).astype(np.float32), rs.randn(5).astype(np.float32)]
-    np.testing.assert_allclose(cg.weight_regulariser(w1, w2),
+
+
+def test_weight_regulariser_covers_every_generator_variable_as_the_original():
+    """Original: weight_regularizer(g1, g2, shared_layers) sums mean((W1-W2)^2) over ALL trainable
+    variables (shared_layers unused), so a change in the output layer alone counts."""
+    config = cg.make_config("scogan", 16, 1, z_dim=8, fmaps=32)
+    nets = cg.build_networks(config)
+    g1, g2 = nets["G1"], nets["G2"]
+    w1 = [v.numpy() for v in g1.trainable_variables]
+    w2 = [v.numpy() for v in g2.trainable_variables]
+    # one term per trainable weight: kernel, bias, BN gamma/beta, PReLU alpha per stage + the output deconv
+    assert len(w1) == 5 * len(g1.trunk) + 2
+    np.testing.assert_allclose(cg.weight_regulariser(g1, g2),
                                sum(np.mean((a - b) ** 2) for a, b in zip(w1, w2)), rtol=1e-5)
+    for a, b in zip(g1.trainable_variables, g2.trainable_variables):
+        b.assign(a)
+    delta = np.random.RandomState(3).randn(*g2.tail[-1].op.kernel.shape).astype(np.float32)
+    g2.tail[-1].op.kernel.assign_add(delta)
+    np.testing.assert_allclose(cg.weight_regulariser(g1, g2), np.mean(delta ** 2), rtol=1e-5)
 
 
 def test_semantic_and_cycle_losses_by_hand():
@@ -204,10 +256,13 @@ def test_regularisers_match_their_hand_formulas_inside_the_trainer(all_terms):
     terms = t.regularisers(out1, out2, z, reals, reals)
     f1, f2 = [o.numpy() for o in out1], [o.numpy() for o in out2]
     np.testing.assert_allclose(terms["feature"][0], np.mean((f1[0] - f2[0]) ** 2), rtol=1e-4)
-    v1, v2 = cg.tied_variables(t.nets["G1"], t.nets["G2"], 1)
-    assert len(v1) == len(t.nets["G1"].trunk[0].trainable_variables) + len(t.nets["G1"].trunk[1].trainable_variables)
+    v1, v2 = t.nets["G1"].trainable_variables, t.nets["G2"].trainable_variables
     np.testing.assert_allclose(terms["weight"][0], sum(np.mean((a.numpy() - b.numpy()) ** 2)
                                                        for a, b in zip(v1, v2)), rtol=1e-4)
+    e = t.nets["E"]
+    l1 = np.mean(np.abs(e(f1[-1], training=False).numpy() - z.numpy())) \
+        + np.mean(np.abs(e(f2[-1], training=False).numpy() - z.numpy()))
+    np.testing.assert_allclose(terms["cycle"][0], l1, rtol=1e-4)
     p1, p2 = t.classify(f1[-1]).numpy(), t.classify(f2[-1]).numpy()
     np.testing.assert_allclose(terms["semantic"][0], np.mean((p1 - p2) ** 2), rtol=1e-4)
     c1 = cg.vgg_features(t.vgg, f1[-1])[-1].numpy()
@@ -228,6 +283,29 @@ def test_weight_zero_means_no_term_and_no_gradient_path(pair8):
     # and the G step computes no encoder gradients
     grads, _ = t._g_grads(z, reals, reals, tf.zeros([3, 2], tf.int64))
     assert set(grads) == {"G1", "G2"}
+
+
+def test_cycle_term_runs_the_encoder_without_dropout_also_for_its_own_update(pair8):
+    """Original: E is called without training= (inference: Dropout(0.4) off) for the generators' loss
+    and for E's update. So the term and E's gradients do not depend on the dropout seeds and equal the
+    L1 formula through E in inference mode."""
+    t = make_trainer("scogan", pair8, cycle_weight=10.0)
+    e = t.nets["E"]
+    z = tf.random.uniform([8, 8], -1, 1, seed=7)
+    reals = tf.zeros([8, 8, 8, 1])
+    out1, out2 = _outputs(t, z)  # G in training mode (BN batch statistics): deterministic given z
+    with tf.GradientTape() as tape:
+        by_hand = (tf.reduce_mean(tf.abs(e(out1[-1], training=False) - z))
+                   + tf.reduce_mean(tf.abs(e(out2[-1], training=False) - z)))
+    expect_grads = tape.gradient(by_hand, e.trainable_variables)
+    l1 = np.mean(np.abs(e(out1[-1], training=False).numpy() - z.numpy())) \
+        + np.mean(np.abs(e(out2[-1], training=False).numpy() - z.numpy()))
+    np.testing.assert_allclose(float(by_hand), l1, rtol=1e-5)
+    for seeds in ([[1, 2], [3, 4], [5, 6]], [[9, 8], [7, 6], [5, 4]]):
+        grads, stats = t._g_grads(z, reals, reals, tf.constant(seeds, tf.int64))
+        np.testing.assert_allclose(float(stats["cycle"]), l1, rtol=1e-5)
+        for g, want in zip(grads["E"], expect_grads):
+            np.testing.assert_allclose(g.numpy(), want.numpy(), rtol=1e-4, atol=1e-7)
 
 
 def test_cycle_term_trains_the_encoder(pair8):

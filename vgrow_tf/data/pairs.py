@@ -10,12 +10,16 @@
 - `create_cyclegan`: a CycleGAN folder with trainA/ and trainB/ (apple2orange, horse2zebra, ...),
   resized from 256 to --resolution (default 128, what the faces architecture supports).
 Every directory's dataset.json records the pair (domain, partner, command, resize).
+
+Reading side: `inspect_pair`, `pair_resolution`, `pair_name` for the trainers that take `--dataset` and
+`--dataset_b` (CoGAN/SCoGAN and the domain classifier).
 """
 import os
 
 import numpy as np
 
 from vgrow_tf.data import images as image_lib
+from vgrow_tf.data import reader
 from vgrow_tf.data import tool
 from vgrow_tf.errors import UserError
 
@@ -165,3 +169,38 @@ def create_cyclegan(tfrecord_dir, source_dir, resolution=128, resize_filter="lan
     return _write_pair(tfrecord_dir, sources, "create_cyclegan", overwrite,
                        dict(source=os.path.abspath(source_dir), resolution=resolution, resized="centre square crop, then resize",
                             resize_filter=resize_filter, shuffled=bool(shuffle)))
+
+
+# --- reading a pair (the trainers of both domains and the classifier) ----------------------------------
+
+def pair_name(name_a, name_b):
+    """mnist2edge-a + mnist2edge-b -> mnist2edge; otherwise a+b."""
+    for sa, sb in (("-a", "-b"), ("_a", "_b"), ("-A", "-B"), ("A", "B")):
+        if name_a.endswith(sa) and name_b.endswith(sb) and name_a[:-len(sa)] == name_b[:-len(sb)]:
+            return name_a[:-len(sa)]
+    return f"{name_a}+{name_b}"
+
+
+def inspect_pair(options, need_b=True):
+    """(info_a, info_b) for --dataset and --dataset_b; UserError when either is missing."""
+    if not options.dataset:
+        raise UserError(f"--model={options.model} needs --dataset (domain A) and --dataset_b (domain B), "
+                        "dataset directories made by dataset_tool.py")
+    info_a = reader.inspect_dataset(reader.resolve_dataset(options.dataset, options.data_root))
+    if not getattr(options, "dataset_b", None):
+        if need_b:
+            raise UserError(f"--model={options.model} needs --dataset_b, the second domain's dataset "
+                            "(e.g. --dataset=datasets/mnist2edge-a --dataset_b=datasets/mnist2edge-b)")
+        return info_a, None
+    info_b = reader.inspect_dataset(reader.resolve_dataset(options.dataset_b, options.data_root))
+    return info_a, info_b
+
+
+def pair_resolution(options, info_a, info_b):
+    infos = [i for i in (info_a, info_b) if i is not None]
+    resolution = options.resolution or min(i.resolution for i in infos)
+    for info in infos:
+        if resolution not in info.levels:
+            raise UserError(f"dataset {info.path} has resolutions {min(info.levels)}..{max(info.levels)}; "
+                            f"--resolution {resolution} is not available")
+    return resolution

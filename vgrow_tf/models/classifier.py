@@ -7,11 +7,14 @@ attribute flags in {0, 1}) a multi-label sigmoid one. The snapshot (`network-fin
 "classifier") is what `--classifier_path` takes. Inputs are NHWC [-1, 1]; images of another size or
 channel count are resized / converted inside `probabilities`.
 """
+import dataclasses
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from vgrow_tf import data as data_lib
+from vgrow_tf.data import pairs as pairs_lib
 from vgrow_tf.errors import UserError
 from vgrow_tf.training.options import Option
 from vgrow_tf.training.steps import apply_if_finite, host_stats, make_adam, reduce_sum
@@ -89,9 +92,7 @@ class Trainer:
 
     @staticmethod
     def inspect_data(options):
-        from vgrow_tf.models.coupled_gan import inspect_pair, pair_name, pair_resolution
-        import dataclasses
-        info_a, info_b = inspect_pair(options, need_b=False)
+        info_a, info_b = pairs_lib.inspect_pair(options, need_b=False)
         for info in (info_a, info_b):
             if info is not None and not info.label_size:
                 raise UserError(f"dataset {info.path} has no labels; the classifier needs a labelled dataset "
@@ -99,20 +100,20 @@ class Trainer:
         if info_b is not None and info_b.label_size != info_a.label_size:
             raise UserError(f"{info_a.path} has {info_a.label_size} labels per image but {info_b.path} "
                             f"{info_b.label_size}; the two datasets must share one label space")
-        pair_resolution(options, info_a, info_b)
-        return info_a if info_b is None else dataclasses.replace(info_a, name=pair_name(info_a.name, info_b.name))
+        pairs_lib.pair_resolution(options, info_a, info_b)
+        return info_a if info_b is None else \
+            dataclasses.replace(info_a, name=pairs_lib.pair_name(info_a.name, info_b.name))
 
     @staticmethod
     def identity(options):
         return {k: getattr(options, k) for k in ("dataset_b", "classifier_fmaps", "classifier_labels")}
 
     def __init__(self, options, strategy, info):
-        from vgrow_tf.models.coupled_gan import inspect_pair, pair_resolution
         self.options, self.strategy = options, strategy
-        info_a, info_b = inspect_pair(options, need_b=False)
+        info_a, info_b = pairs_lib.inspect_pair(options, need_b=False)
         self.infos = [info_a] + ([info_b] if info_b is not None else [])
         self.dataset_path = info_a.path
-        self.resolution = pair_resolution(options, info_a, info_b)
+        self.resolution = pairs_lib.pair_resolution(options, info_a, info_b)
         channels = max(i.channels for i in self.infos)
         output = options.classifier_labels
         if output == "auto":

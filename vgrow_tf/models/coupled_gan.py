@@ -10,9 +10,10 @@ A, `--dataset_b` domain B), so that G1(z) and G2(z) are "the same thing" in two 
   concatenated A+B batch; one D step then one G step with fresh noise.
 - `--model=scogan`: two independent generators and discriminators, coupled only by regularisers that
   are added to both generators' losses, each switched on by a positive weight (spec §2.4):
-  feature (`--feature_weight`, the first `--shared_layers` feature maps), weight (`--weight_reg_weight`),
-  semantic (`--semantic_weight` through a frozen classifier from `--classifier_path`), cycle
-  (`--cycle_weight`, a shared encoder E regressing z with L1; E is trained on the cycle term) and
+  feature (`--feature_weight`, the first `--shared_layers` feature maps), weight (`--weight_reg_weight`,
+  every generator variable, as the original's `weight_regularizer`), semantic (`--semantic_weight`
+  through a frozen classifier from `--classifier_path`), cycle (`--cycle_weight`, a shared encoder E
+  regressing z with L1, run in inference mode as the original calls it; E is trained on the term) and
   perceptual (`--style_weight`, `--content_weight`, VGG19 features). Losses `ce` or `wgan-gp`.
 
 Choices (see README, "CoGAN / SCoGAN: choices"):
@@ -20,14 +21,15 @@ Choices (see README, "CoGAN / SCoGAN: choices"):
 - weight decay: `--weight_decay` defaults to 5e-4 for CoGAN (applied as L2 added to the gradients,
   like the PyTorch CoGAN's Adam) and to 0 for SCoGAN (the original declares 5e-4 kernel regularisers
   but its custom loop never adds `model.losses`, so it trains without decay);
-- the weight regulariser covers the layers up to the `--shared_layers`-th feature map (the original
-  passes `shared_layers` to a function that does not accept it, so its WR crashes);
+- PReLU slopes per element (`--prelu element`, the original's Keras default: one slope per unit of the
+  layer's output) or per channel (`--prelu channel`, fewer parameters);
 - convolutions use 'same' padding so the architectures also run at 8-16 px for tests and demos;
 - dropout draws its masks from the trainer's checkpointed RNG (stateless dropout), so resume is exact;
 - initialisation: Xavier (Glorot uniform, bias 0) for CoGAN as in its Caffe/PyTorch code, N(0, 0.02) with
   bias 0.1 for SCoGAN;
 - z ~ U(-1, 1) as in SCoGAN (`--noise_type normal` for the PyTorch CoGAN's N(0, 1)).
 """
+import dataclasses
 import math
 import os
 
@@ -37,6 +39,8 @@ import tensorflow as tf
 
 from vgrow_tf import data as data_lib
 from vgrow_tf import losses as losses_lib
+from vgrow_tf.data import pairs as pairs_lib
+from vgrow_tf.models import classifier as classifier_lib
 from vgrow_tf.errors import UserError
 from vgrow_tf.training.options import Option
 from vgrow_tf.training.steps import apply_if_finite, host_stats, make_adam, reduce_sum
@@ -65,11 +69,11 @@ OPTIONS = [
     Option("weight_decay", None, "CoGAN/SCoGAN L2 weight decay added to the gradients (default 5e-4 for "
            "CoGAN, 0 for SCoGAN, whose original never applied its declared decay).", "float"),
     Option("disc_iters", 1, "CoGAN/SCoGAN discriminator steps per generator step.", "integer"),
-    Option("shared_layers", 2, "SCoGAN: how many leading generator feature maps (and their layers) the "
-           "feature and weight regularisers tie together.", "integer"),
+    Option("shared_layers", 2, "SCoGAN: how many leading generator feature maps the feature regulariser "
+           "ties together.", "integer"),
     Option("feature_weight", 0.0, "SCoGAN feature regulariser weight (0: off; the original used 10).", "float"),
-    Option("weight_reg_weight", 0.0, "SCoGAN weight regulariser weight (0: off; the original used 10).",
-           "float"),
+    Option("weight_reg_weight", 0.0, "SCoGAN weight regulariser weight: sum over all generator variables of "
+           "mean((W1-W2)^2) (0: off; the original used 10).", "float"),
     Option("semantic_weight", 0.0, "SCoGAN semantic loss weight (0: off; needs --classifier_path).", "float"),
     Option("classifier_path", None, "SCoGAN semantic loss: a classifier snapshot from "
            "train.py --model=classifier (or a Keras .keras model)."),
@@ -81,6 +85,8 @@ OPTIONS = [
            "float"),
     Option("vgg_weights", None, "VGG19 for the perceptual loss: the notop ImageNet .h5 weights, or a .keras "
            "feature model (default: the Keras cache, ~/.keras/models)."),
+    Option("prelu", "element", "CoGAN/SCoGAN PReLU slopes: element (one per output unit, as the original's "
+           "Keras PReLU) or channel (one per feature map).", "enum", ["element", "channel"]),
     Option("gram_norm", "hwc", "SCoGAN Gram-matrix normalisation: hwc (refactor; content also divided by "
            "HWC) or hw (thesis).", "enum", ["hwc", "hw"]),
 ]
@@ -103,7 +109,7 @@ class Block(keras.layers.Layer):
     dropout (stateless, seeded by the caller)."""
 
     def __init__(self, kind, filters, kernel=1, stride=1, bn=False, act=None, pool=False, dropout=0.0,
-                 reshape=None, init="normal", **kwargs):
+                 reshape=None, init="normal", prelu="element", **kwargs):
         super().__init__(**kwargs)
         self.kind, self.act, self.pool, self.dropout, self.reshape = kind, act, pool, dropout, reshape
         common = _initializers(init)
@@ -114,8 +120,9 @@ class Block(keras.layers.Layer):
         else:
             self.op = keras.layers.Conv2DTranspose(filters, kernel, stride, padding="same", **common)
         self.bn = keras.layers.BatchNormalization() if bn else None
+        per_channel = prelu == "channel" and (kind != "dense" or reshape)
         self.prelu = keras.layers.PReLU(alpha_initializer=keras.initializers.Constant(0.25),
-                                        shared_axes=None if (kind == "dense" and not reshape) else [1, 2]) \
+                                        shared_axes=[1, 2] if per_channel else None) \
             if act == "prelu" else None
 
     def call(self, x, training=False, seed=None):
@@ -182,9 +189,12 @@ def _w(width, fmaps, minimum=4):
     return max(minimum, int(round(width * fmaps / 1024)))
 
 
-def _block_for(config):
-    init = config.get("init") or ("xavier" if config["model"] == "cogan" else "normal")
-    return lambda *args, **kwargs: Block(*args, init=init, **kwargs)
+def _block_for(config, init=None):
+    """Block with the config's initialiser and PReLU slopes (snapshots without `prelu` predate the
+    per-element default and were per channel)."""
+    init = init or config.get("init") or ("xavier" if config["model"] == "cogan" else "normal")
+    prelu = config.get("prelu", "channel")
+    return lambda *args, **kwargs: Block(*args, init=init, prelu=prelu, **kwargs)
 
 
 def generator_layers(config, name):
@@ -228,7 +238,9 @@ def discriminator_layers(config, name):
 
 
 def encoder_layers(config):
-    Block = _block_for(config)  # noqa: N806
+    """SCoGAN's encoder, with Keras' default initialisers (Glorot uniform, zero bias) as the original's.
+    Its dropout never acts in training: the original (and cycle_loss) call E in inference mode."""
+    Block = _block_for(config, init="xavier")  # noqa: N806
     fm = config["fmaps"]
     return [Block("conv", _w(64, fm), 3, 1, act="lrelu", name="E_conv0"),
             Block("conv", _w(128, fm), 3, 2, act="lrelu", name="E_conv1"),
@@ -244,15 +256,17 @@ def default_arch(resolution):
 
 
 def make_config(model, resolution, channels, z_dim=100, fmaps=1024, arch="auto", noise_type="uniform",
-                cycle=False):
+                cycle=False, prelu="element"):
     if model not in KINDS:
         raise UserError(f"coupled_gan builds cogan or scogan, not {model!r}")
     if resolution < 8 or resolution & (resolution - 1):
         raise UserError(f"CoGAN/SCoGAN need a power-of-two resolution >= 8, got {resolution}")
+    if prelu not in ("element", "channel"):
+        raise UserError(f"--prelu must be element or channel, got {prelu!r}")
     arch = default_arch(resolution) if arch in (None, "auto") else arch
     return dict(model=model, resolution=int(resolution), channels=int(channels), z_dim=int(z_dim),
                 fmaps=int(fmaps), arch=arch, noise_type=noise_type, cycle=bool(cycle),
-                init="xavier" if model == "cogan" else "normal")
+                init="xavier" if model == "cogan" else "normal", prelu=prelu)
 
 
 def build_networks(config):
@@ -321,17 +335,13 @@ def feature_regulariser(features1, features2, shared_layers):
                      for a, b in list(zip(features1, features2))[:shared_layers]])
 
 
-def weight_regulariser(variables1, variables2):
-    """sum over matched variable pairs of mean((W1 - W2)^2)."""
-    return tf.add_n([tf.reduce_mean(tf.square(a - b)) for a, b in zip(variables1, variables2)])
-
-
-def tied_variables(g1, g2, shared_layers):
-    """The variables of the layers that produce the first `shared_layers` feature maps (FC included)."""
-    count = 1 + shared_layers
-    v1 = [v for block in g1.trunk[:count] for v in block.trainable_variables]
-    v2 = [v for block in g2.trunk[:count] for v in block.trainable_variables]
-    return v1, v2
+def weight_regulariser(g1, g2):
+    """sum over the generators' trainable variables, paired in order, of mean((W1 - W2)^2): all of them,
+    as the original's `weight_regularizer(g1, g2, shared_layers)` (which ignores `shared_layers`)."""
+    v1, v2 = g1.trainable_variables, g2.trainable_variables
+    if [tuple(v.shape) for v in v1] != [tuple(v.shape) for v in v2]:
+        raise UserError("the weight regulariser needs two generators of the same architecture")
+    return tf.add_n([tf.reduce_mean(tf.square(a - b)) for a, b in zip(v1, v2)])
 
 
 def semantic_loss(classify, images1, images2):
@@ -339,11 +349,11 @@ def semantic_loss(classify, images1, images2):
     return tf.reduce_mean(tf.square(classify(images1) - classify(images2)))
 
 
-def cycle_loss(encoder, images1, images2, z, seed=None):
-    """L1(E(G1 z), z) + L1(E(G2 z), z), each the mean absolute error."""
-    s2 = None if seed is None else seed + 1
-    return (tf.reduce_mean(tf.abs(encoder(images1, training=True, seed=seed) - z))
-            + tf.reduce_mean(tf.abs(encoder(images2, training=True, seed=s2) - z)))
+def cycle_loss(encoder, images1, images2, z):
+    """L1(E(G1 z), z) + L1(E(G2 z), z), each the mean absolute error. E runs in inference mode (no
+    dropout), as the original calls it, for the generators' and for E's own update."""
+    return (tf.reduce_mean(tf.abs(encoder(images1, training=False) - z))
+            + tf.reduce_mean(tf.abs(encoder(images2, training=False) - z)))
 
 
 def gram_matrix(features, norm="hwc"):
@@ -386,7 +396,6 @@ def load_classifier(path):
         channels = model.input_shape[-1]
         return (lambda x: model(_fit_images(x, size, channels), training=False)), {"source": path}
     from vgrow_tf import snapshot
-    from vgrow_tf.models import classifier as classifier_lib
     snap = snapshot.load(path, expect_kind="classifier")
     net, config = snap.networks["C"], snap.config
     net.trainable = False
@@ -447,39 +456,6 @@ def vgg_features(model, images):
 
 # --- training --------------------------------------------------------------------------------------
 
-def pair_name(name_a, name_b):
-    """mnist2edge-a + mnist2edge-b -> mnist2edge; otherwise a+b."""
-    for sa, sb in (("-a", "-b"), ("_a", "_b"), ("-A", "-B"), ("A", "B")):
-        if name_a.endswith(sa) and name_b.endswith(sb) and name_a[:-len(sa)] == name_b[:-len(sb)]:
-            return name_a[:-len(sa)]
-    return f"{name_a}+{name_b}"
-
-
-def inspect_pair(options, need_b=True):
-    """(info_a, info_b) for --dataset and --dataset_b; UserError when either is missing."""
-    if not options.dataset:
-        raise UserError(f"--model={options.model} needs --dataset (domain A) and --dataset_b (domain B), "
-                        "dataset directories made by dataset_tool.py")
-    info_a = data_lib.inspect_dataset(data_lib.resolve_dataset(options.dataset, options.data_root))
-    if not getattr(options, "dataset_b", None):
-        if need_b:
-            raise UserError(f"--model={options.model} needs --dataset_b, the second domain's dataset "
-                            "(e.g. --dataset=datasets/mnist2edge-a --dataset_b=datasets/mnist2edge-b)")
-        return info_a, None
-    info_b = data_lib.inspect_dataset(data_lib.resolve_dataset(options.dataset_b, options.data_root))
-    return info_a, info_b
-
-
-def pair_resolution(options, info_a, info_b):
-    infos = [i for i in (info_a, info_b) if i is not None]
-    resolution = options.resolution or min(i.resolution for i in infos)
-    for info in infos:
-        if resolution not in info.levels:
-            raise UserError(f"dataset {info.path} has resolutions {min(info.levels)}..{max(info.levels)}; "
-                            f"--resolution {resolution} is not available")
-    return resolution
-
-
 class Trainer:
     """CoGAN / SCoGAN: `disc_iters` D steps then one G step per iteration (spec §2.1, §2.4)."""
 
@@ -487,10 +463,9 @@ class Trainer:
 
     @staticmethod
     def inspect_data(options):
-        import dataclasses
-        info_a, info_b = inspect_pair(options)
-        pair_resolution(options, info_a, info_b)
-        return dataclasses.replace(info_a, name=pair_name(info_a.name, info_b.name))
+        info_a, info_b = pairs_lib.inspect_pair(options)
+        pairs_lib.pair_resolution(options, info_a, info_b)
+        return dataclasses.replace(info_a, name=pairs_lib.pair_name(info_a.name, info_b.name))
 
     @staticmethod
     def run_name_suffix(options):
@@ -502,6 +477,8 @@ class Trainer:
                 "feature_weight", "weight_reg_weight", "semantic_weight", "classifier_path", "cycle_weight",
                 "style_weight", "content_weight", "gram_norm")
         ident = {k: getattr(options, k) for k in keys}
+        if options.prelu != "channel":  # runs from before --prelu were per channel and lack the key
+            ident["prelu"] = options.prelu
         if ident["dataset_b"]:
             ident["dataset_b"] = data_lib.resolve_dataset(options.dataset_b, options.data_root)
         return ident
@@ -509,21 +486,20 @@ class Trainer:
     def __init__(self, options, strategy, info):
         self.options, self.strategy, self.info = options, strategy, info
         self.model = options.model
-        _, info_b = inspect_pair(options)
+        _, info_b = pairs_lib.inspect_pair(options)
         self.info_b = info_b
         self.dataset_path, self.dataset_b_path = info.path, info_b.path
-        self.resolution = pair_resolution(options, info, info_b)
+        self.resolution = pairs_lib.pair_resolution(options, info, info_b)
         channels = max(info.channels, info_b.channels)
         self.channels_in = (info.channels, info_b.channels)
         w = self._weights()
         self.arch = make_config(self.model, self.resolution, channels, options.z_dim or 100,
                                 options.fmaps or 1024, options.coupled_arch, options.noise_type,
-                                cycle=w["cycle"] > 0)
+                                cycle=w["cycle"] > 0, prelu=options.prelu)
         if options.disc_iters < 1:
             raise UserError(f"--disc_iters must be >= 1, got {options.disc_iters}")
         n_features = len(generator_layers(self.arch, "probe")[0]) - 1
-        if self.model == "scogan" and (w["feature"] > 0 or w["weight"] > 0) \
-                and not 1 <= options.shared_layers <= n_features:
+        if self.model == "scogan" and w["feature"] > 0 and not 1 <= options.shared_layers <= n_features:
             raise UserError(f"--shared_layers must be 1..{n_features} for a {self.resolution} px "
                             f"{self.arch['arch']} generator, got {options.shared_layers}")
         self.replicas = strategy.num_replicas_in_sync
@@ -652,7 +628,7 @@ class Trainer:
         stats.update(d1=per_domain[0], d2=per_domain[1])
         return grads, stats
 
-    def regularisers(self, out1, out2, z, real_a, real_b, seed=None):
+    def regularisers(self, out1, out2, z, real_a, real_b):
         """Unweighted SCoGAN terms that are switched on: name -> (value for G1, value for G2)."""
         w, o, terms = self.weights, self.options, {}
         img1, img2 = out1[-1], out2[-1]
@@ -660,13 +636,13 @@ class Trainer:
             fr = feature_regulariser(out1[:-1], out2[:-1], o.shared_layers)
             terms["feature"] = (fr, fr)
         if w["weight"] > 0:
-            wr = weight_regulariser(*tied_variables(self.nets["G1"], self.nets["G2"], o.shared_layers))
+            wr = weight_regulariser(self.nets["G1"], self.nets["G2"])
             terms["weight"] = (wr, wr)
         if w["semantic"] > 0:
             sl = semantic_loss(self.classify, img1, img2)
             terms["semantic"] = (sl, sl)
         if w["cycle"] > 0:
-            cc = cycle_loss(self.nets["E"], img1, img2, z, seed)
+            cc = cycle_loss(self.nets["E"], img1, img2, z)
             terms["cycle"] = (cc, cc)
         if w["style"] > 0 or w["content"] > 0:
             f1, f2 = vgg_features(self.vgg, img1), vgg_features(self.vgg, img2)
@@ -692,7 +668,7 @@ class Trainer:
             if self.model == "cogan":
                 losses = {"G": (adv1 + adv2) / 2.0}
             else:
-                terms = self.regularisers(out1, out2, z, real_a, real_b, seeds[2])
+                terms = self.regularisers(out1, out2, z, real_a, real_b)
                 l1, l2 = adv1, adv2
                 for name, (t1, t2) in terms.items():
                     weight = self.weights[name]
@@ -748,7 +724,7 @@ class Trainer:
                 finite = tf.logical_and(finite, self._apply(grads))
                 for k, v in stats.items():
                     totals[k] = totals.get(k, 0.0) + reduce_sum(strategy, v) / opts.disc_iters
-            grads, stats = strategy.run(self._g_grads, args=(noise(), real_a, real_b, seeds(3)))
+            grads, stats = strategy.run(self._g_grads, args=(noise(), real_a, real_b, seeds(2)))
             finite = tf.logical_and(finite, self._apply(grads))
             for k, v in stats.items():
                 totals[k] = reduce_sum(strategy, v)
