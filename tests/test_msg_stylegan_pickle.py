@@ -316,3 +316,16 @@ def test_synthetic_128px_pickle_architecture(synthetic128):
     images = imported.networks["Gs"](tf.random.normal([4, 8]), randomize_noise=False)
     assert [i.shape[1] for i in images] == [4, 8, 16, 32, 64, 128]
     assert imported.networks["D"](images).shape == (4,)
+
+
+def test_imported_weights_copy_into_freshly_built_networks(imported, expected):
+    """What fine-tuning from an original model starts with: the Trainer's own networks, imported weights."""
+    from vgrow_tf.models import msg_gan
+
+    fresh = msg_gan.build_networks(imported.config)
+    convert.copy_networks(imported.networks, fresh)
+    out = fresh["G"](expected["in/latents"][:4], truncation_psi=None, randomize_noise=False)
+    assert rel_err(nchw(out)[-1], expected["out/G/notrunc/32x32"]) <= 1e-5
+    other = msg_gan.build_networks(msg_gan.make_config("msg_stylegan", 16, 3, z_dim=64, fmap_base=512, fmap_max=64))
+    with pytest.raises(UserError, match="another architecture"):
+        convert.copy_networks(imported.networks, other)
