@@ -5,6 +5,7 @@ weights); expected.npz holds the inputs it was fed and the outputs it computed (
 """
 import os
 import pickle
+import pickletools
 import sys
 import types
 
@@ -329,3 +330,24 @@ def test_imported_weights_copy_into_freshly_built_networks(imported, expected):
     other = msg_gan.build_networks(msg_gan.make_config("msg_stylegan", 16, 3, z_dim=64, fmap_base=512, fmap_max=64))
     with pytest.raises(UserError, match="another architecture"):
         convert.copy_networks(imported.networks, other)
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_numpy_arrays_and_scalars_load_in_numpy_1_and_2_spellings(tmp_path, protocol):
+    """Published pickles (NumPy 1.x) name numpy.core.multiarray._reconstruct / .scalar; NumPy 2 numpy._core."""
+    value = (np.arange(6, dtype=np.float32).reshape(2, 3), np.float32(2.5), np.asfortranarray(np.eye(2)))
+    data = pickle.dumps(value, protocol=protocol)
+    if protocol >= 4:  # drop the FRAME opcodes (length hints) so that names can change length
+        ops = list(pickletools.genops(data)) + [(None, None, len(data))]
+        data = b"".join(data[pos:ops[i + 1][2]] for i, (op, _, pos) in enumerate(ops[:-1]) if op.name != "FRAME")
+    old_names = data.replace(b"numpy._core", b"numpy.core")  # GLOBAL: newline-terminated text
+    old_names = old_names.replace(b"\x8c\x16numpy.core.multiarray", b"\x8c\x15numpy.core.multiarray")
+    old_names = old_names.replace(b"\x8c\x13numpy.core.numeric", b"\x8c\x12numpy.core.numeric")
+    assert b"numpy.core" in old_names and b"numpy._core" not in old_names
+    for spelling in (data, old_names):
+        path = tmp_path / "arrays.pkl"
+        path.write_bytes(spelling)
+        got = restricted_pickle.load(str(path), {})
+        for a, b in zip(got, value):
+            np.testing.assert_array_equal(a, b)
+            assert np.asarray(a).dtype == np.asarray(b).dtype
