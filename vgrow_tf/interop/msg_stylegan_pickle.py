@@ -22,6 +22,7 @@ Layout differences, original -> ours:
 `save_original_pickle` writes the reverse: one of our MSG-StyleGAN snapshots as a pickle that
 msg-stylegan-tf's `misc.load_pkl` loads when run from a checkout of that code.
 """
+import copyreg
 import math
 import os
 import pickle
@@ -192,7 +193,8 @@ def generator_variables(g, fused_scale="auto"):
             syn += layer(f"{block}/Conv0_up", 2 * k, g.convs[k][0].kernel, up)
             syn += layer(f"{block}/Conv1", 2 * k + 1, g.convs[k][1].kernel)
         lod = top - int(math.log2(res))
-        syn += [(f"ToRGB_lod{lod}/weight", g.to_rgb[k].kernel) + same, (f"ToRGB_lod{lod}/bias", g.to_rgb[k].bias) + same]
+        rgb = g.to_rgb[k]
+        syn += [(f"ToRGB_lod{lod}/weight", rgb.kernel) + same, (f"ToRGB_lod{lod}/bias", rgb.bias) + same]
     mapping = [(f"Dense{i}/{part}", getattr(dense, attr)) + same
                for i, dense in enumerate(g.mapping) for part, attr in (("weight", "kernel"), ("bias", "bias"))]
     return ([(f"G_synthesis/{e[0]}",) + e[1:] for e in syn] + [(f"G_mapping/{e[0]}",) + e[1:] for e in mapping]
@@ -275,8 +277,6 @@ class _NetworkOut:
         self.state = state
 
     def __reduce_ex__(self, protocol):
-        import copyreg
-
         return copyreg.__newobj__, (_NetworkOut,), self.state
 
 

@@ -6,6 +6,7 @@ explicit allow-list: numpy's array reconstructors (NumPy 1.x and 2.x spellings) 
 classes a format module passes in. Anything else stops the load before it is called, with one
 clear line naming the reference.
 """
+import codecs
 import pickle
 
 import numpy as np
@@ -26,7 +27,7 @@ NUMPY_GLOBALS.update({
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     # Python-2-era streams (protocol 2) store bytes as _codecs.encode(text, "latin1").
-    ("_codecs", "encode"): __import__("codecs").encode,
+    ("_codecs", "encode"): codecs.encode,
 })
 
 

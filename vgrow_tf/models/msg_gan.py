@@ -16,9 +16,10 @@ Choices (see README, "MSG-GAN: choices"): up/down-sampling convolutions are neve
 original's fused down-sampling conv (D, inputs >= 128 px) is the same function as conv + 2x2 mean; its
 fused up-sampling conv (G, outputs >= 128 px, a stride-2 transposed conv of the 3x3 kernel summed over
 four shifts) equals nearest-upsample + conv only with the 3x3 kernel rotated 180 degrees, which is how
-`vgrow_tf.interop.msg_stylegan_pickle` maps it. `--combine` selects simple|lin_cat|cat_lin for either model; style mixing
-is off as in MSG (`--style_mixing_prob` turns it on); every loss works with lists of scales, and
-wgan-gp has its gradient penalty (+ drift); `--r1_gamma` adds R1 to any loss; labels are not used.
+`vgrow_tf.interop.msg_stylegan_pickle` maps it. `--combine` selects simple|lin_cat|cat_lin for either
+model; style mixing is off as in MSG (`--style_mixing_prob` turns it on); every loss works with lists of
+scales, and wgan-gp has its gradient penalty (+ drift); `--r1_gamma` adds R1 to any loss; labels are
+not used. `--mbstd_group_size` 0 or 1 removes the minibatch-stddev layer, as in the original.
 """
 import math
 
