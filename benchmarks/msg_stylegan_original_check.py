@@ -7,9 +7,10 @@
    `training/` whose `import tensorflow as tf` lines are changed to `tensorflow.compat.v1` (nothing else),
    and compares what the original computes with our outputs: G and Gs at every scale (stored noise; with
    and without truncation) and D. Prints JSON lines with the max relative differences.
+3. With --count_resolutions, the trainable parameter counts of the original's own G and D at those sizes.
 
     python benchmarks/msg_stylegan_original_check.py --original=<msg-stylegan-tf checkout> \
-        --pickle=tests/fixtures/msg_stylegan/network.pkl
+        --pickle=tests/fixtures/msg_stylegan/network.pkl --count_resolutions 256 1024
 """
 import argparse
 import json
@@ -58,6 +59,15 @@ for tag in ("reimported", "fresh"):
     scales = [ours[f"Gs/notrunc/{i}"] for i in range(len(outs))]
     worst["D"] = rel(D.run(*scales, labels)[:, 0], ours["D"])
     print(json.dumps(dict(pickle=tag, resolution=int(G.static_kwargs.resolution), max_rel_diff=worst)))
+count = lambda net: sum(int(np.prod(v.shape.as_list())) for v in net.trainables.values())
+for res in map(int, sys.argv[2:]):  # the original's networks at full size, default kwargs
+    for group in (4, 0):
+        G = tflib.Network(name=f"G{res}_{group}", num_inputs=2, func_name="training.networks_stylegan.G_style",
+                          num_channels=3, resolution=res, label_size=0)
+        D = tflib.Network(name=f"D{res}_{group}", num_inputs=int(np.log2(res)),
+                          func_name="training.networks_stylegan.D_basic", num_channels=3, resolution=res,
+                          label_size=0, mbstd_group_size=group)
+        print(json.dumps(dict(original_parameters=res, mbstd_group_size=group, G=count(G), D=count(D))))
 '''
 
 
@@ -89,6 +99,8 @@ def main():
     parser.add_argument("--original", required=True, help="checkout of msg-stylegan-tf")
     parser.add_argument("--pickle", required=True, help="a (G, D, Gs) pickle written by the original")
     parser.add_argument("--resolution", type=int, default=128, help="resolution of the fresh model of ours")
+    parser.add_argument("--count_resolutions", type=int, nargs="*", default=[],
+                        help="also print the original's trainable parameter counts at these sizes (e.g. 256 1024)")
     args = parser.parse_args()
     rng = np.random.RandomState(3)
     with tempfile.TemporaryDirectory() as work:
@@ -106,7 +118,8 @@ def main():
         np.savez(f"{work}/fresh_ours.npz", **our_outputs(fresh, rng.randn(8, 16).astype(np.float32)))
         patched_copy(args.original, work)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        result = subprocess.run([sys.executable, "-c", CHILD, work], capture_output=True, text=True, env=env)
+        command = [sys.executable, "-c", CHILD, work] + [str(r) for r in args.count_resolutions]
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
         if result.returncode:
             sys.exit(f"the original's loader failed:\n{result.stderr[-3000:]}")
         for line in result.stdout.splitlines():

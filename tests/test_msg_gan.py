@@ -331,21 +331,30 @@ def test_parameter_counts_follow_the_original_architecture():
     assert len(n["G"].non_trainable_weights) == 1 + 8     # dlatent_avg and one noise input per layer
 
 
-@pytest.mark.parametrize("resolution,g_count,d_count", [(256, 26_086_229, 24_198_273),
-                                                        (1024, 26_219_627, 24_238_625)])
-def test_parameter_counts_at_the_originals_sizes(resolution, g_count, d_count):
+# Trainable parameters of the original's G_style and D_basic (mbstd_group_size 4, and 0 or 1), as its
+# tflib.Network reports them when built at these sizes with the default kwargs.
+ORIGINAL_COUNTS = {256: (26_086_229, 24_198_273, 24_175_809), 1024: (26_219_627, 24_238_625, 24_215_729)}
+
+
+@pytest.mark.parametrize("resolution", [256, 1024])
+def test_parameter_counts_at_the_originals_sizes(resolution):
     """The published models' sizes (LSUN Churches / Flowers / Indian Celebs 256, CelebA-HQ / FFHQ 1024).
 
-    The G count at 1024 px is StyleGAN's well-known 26,219,627 (MSG-StyleGAN keeps its toRGB at every
-    scale); D adds the combine convs and a minibatch-stddev map in every block. Built without a forward pass.
+    The G count at 1024 px is StyleGAN's 26,219,627 (MSG-StyleGAN keeps its toRGB at every scale); D adds
+    the combine convs and a minibatch-stddev map in every block. Built without a forward pass.
     """
+    g_count, d_count, d_no_mbstd = ORIGINAL_COUNTS[resolution]
     assert original_parameter_counts(resolution) == (g_count, d_count)
+    assert original_parameter_counts(resolution, mbstd=False)[1] == d_no_mbstd
     nf = msg_gan.nf_rule(8192, 512)
     g = msg_gan.StyleGenerator(resolution, 3, 512, nf, name="G")
     d = msg_gan.StyleDiscriminator(resolution, 3, nf, name="D")
     g.build((None, 512))
     d.build(None)
     assert (_count(g), _count(d)) == (g_count, d_count)
+    d_off = msg_gan.StyleDiscriminator(resolution, 3, nf, mbstd_group_size=1, name="D")
+    d_off.build(None)
+    assert _count(d_off) == d_no_mbstd
     assert sum(int(np.prod(w.shape)) for w in g.non_trainable_weights) == \
         512 + 2 * sum(4 ** r for r in range(2, int(math.log2(resolution)) + 1))  # dlatent_avg + noise
 
