@@ -351,3 +351,35 @@ def test_numpy_arrays_and_scalars_load_in_numpy_1_and_2_spellings(tmp_path, prot
         for a, b in zip(got, value):
             np.testing.assert_array_equal(a, b)
             assert np.asarray(a).dtype == np.asarray(b).dtype
+
+
+def _rewritten(tmp_path, monkeypatch, edit):
+    """The fixture with `edit(states)` applied, pickled again as the original does."""
+    network = _fake_dnnlib(monkeypatch)
+
+    def rebuild(state):
+        comps = {k: rebuild(v.state) for k, v in state["components"].items()}
+        return network(dict(state, components=comps))
+    states = msp.read_pickle(PKL)
+    edit(states)
+    path = tmp_path / "edited.pkl"
+    path.write_bytes(pickle.dumps(tuple(rebuild(states[n]) for n in ("G", "D", "Gs")), protocol=4))
+    return str(path)
+
+
+def test_missing_variable_or_other_shapes_or_settings_are_one_clear_line(tmp_path, monkeypatch):
+    def drop(states):
+        states["D"]["variables"] = [v for v in states["D"]["variables"] if v[0] != "8x8/combine/weight"]
+    with pytest.raises(UserError, match="network D does not have the variables.*missing \\['8x8/combine/weight'\\]"):
+        msp.convert(_rewritten(tmp_path, monkeypatch, drop))
+
+    def reshape(states):
+        states["D"]["variables"] = [(n, v[..., :-1] if n == "4x4/Dense1/weight" else v)
+                                    for n, v in states["D"]["variables"]]
+    with pytest.raises(UserError, match="4x4/Dense1/weight has shape \\(64, 0\\)"):
+        msp.convert(_rewritten(tmp_path, monkeypatch, reshape))
+
+    def labels(states):
+        states["G"]["static_kwargs"]["label_size"] = 10
+    with pytest.raises(UserError, match="G was built with label_size=10; only 0"):
+        msp.convert(_rewritten(tmp_path, monkeypatch, labels))
