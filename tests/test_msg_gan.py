@@ -299,22 +299,82 @@ def test_two_replicas_train_in_sync(tmp_path):
     assert "OK" in result.stdout
 
 
+def original_parameter_counts(resolution, mbstd=True, channels=3, fmap_base=8192, fmap_max=512, w=512):
+    """Trainable parameters of msg-stylegan-tf's G_style and D_basic, from their layer plan."""
+    nf = msg_gan.nf_rule(fmap_base, fmap_max)
+    top = int(math.log2(resolution))
+    ep = lambda c: c + c + w * 2 * c + 2 * c  # noqa: E731  noise weight, bias, StyleMod weight + bias
+    g = 8 * (w * w + w) + 16 * nf(1) + 9 * nf(1) ** 2 + 2 * ep(nf(1)) + channels * nf(1) + channels
+    for r in range(3, top + 1):
+        cin, cout = nf(r - 2), nf(r - 1)
+        g += 9 * cin * cout + 9 * cout * cout + 2 * ep(cout) + channels * cout + channels
+    m = 1 if mbstd else 0  # minibatch-stddev appends one map before every block's first conv
+    d = channels * nf(top - 1) + nf(top - 1)
+    for r in range(top, 2, -1):
+        c = nf(r - 1)
+        d += (channels + c) * c if r < top else 0  # combine: 1x1 conv, no bias
+        d += 9 * (c + m) * c + c + 9 * c * nf(r - 2) + nf(r - 2)
+    c = nf(1)
+    d += (channels + c) * c + 9 * (c + m) * c + c + 16 * c * nf(0) + nf(0) + nf(0) + 1
+    return g, d
+
+
+def _count(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
 def test_parameter_counts_follow_the_original_architecture():
-    """Trainable parameters at 32 px with the default widths, counted from the spec's layer list."""
+    """Trainable parameters at 32 px with the default widths, counted from the original's layer plan."""
     config = msg_gan.make_config("msg_stylegan", 32, 3)
     n = msg_gan.build_networks(config)
-    nf = msg_gan.nf_rule(8192, 512)
-    ep = lambda c: c + c + 512 * 2 * c + 2 * c  # noqa: E731  noise weight, bias, style affine
-    g = 8 * (512 * 512 + 512) + 16 * nf(1) + 9 * nf(1) ** 2 + 2 * ep(nf(1)) + 3 * nf(1) + 3
-    for r in (3, 4, 5):
-        cin, cout = nf(r - 2), nf(r - 1)
-        g += 9 * cin * cout + 9 * cout * cout + 2 * ep(cout) + 3 * cout + 3
-    d = 3 * nf(4) + nf(4)
-    for r in (5, 4, 3):
-        c = nf(r - 1)
-        d += (3 + c) * c if r < 5 else 0
-        d += 9 * (c + 1) * c + c + 9 * c * nf(r - 2) + nf(r - 2)
-    d += (3 + nf(1)) * nf(1) + 9 * (nf(1) + 1) * nf(1) + nf(1) + 16 * nf(1) * nf(0) + nf(0) + nf(0) + 1
-    count = lambda m: sum(int(np.prod(w.shape)) for w in m.trainable_weights)  # noqa: E731
-    assert count(n["G"]) == g and count(n["D"]) == d
+    assert (_count(n["G"]), _count(n["D"])) == original_parameter_counts(32)
     assert len(n["G"].non_trainable_weights) == 1 + 8     # dlatent_avg and one noise input per layer
+
+
+# Trainable parameters of the original's G_style and D_basic (mbstd_group_size 4, and 0 or 1), as its
+# tflib.Network reports them when built at these sizes with the default kwargs.
+ORIGINAL_COUNTS = {256: (26_086_229, 24_198_273, 24_175_809), 1024: (26_219_627, 24_238_625, 24_215_729)}
+
+
+@pytest.mark.parametrize("resolution", [256, 1024])
+def test_parameter_counts_at_the_originals_sizes(resolution):
+    """The published models' sizes (LSUN Churches / Flowers / Indian Celebs 256, CelebA-HQ / FFHQ 1024).
+
+    The G count at 1024 px is StyleGAN's 26,219,627 (MSG-StyleGAN keeps its toRGB at every scale); D adds
+    the combine convs and a minibatch-stddev map in every block. Built without a forward pass.
+    """
+    g_count, d_count, d_no_mbstd = ORIGINAL_COUNTS[resolution]
+    assert original_parameter_counts(resolution) == (g_count, d_count)
+    assert original_parameter_counts(resolution, mbstd=False)[1] == d_no_mbstd
+    nf = msg_gan.nf_rule(8192, 512)
+    g = msg_gan.StyleGenerator(resolution, 3, 512, nf, name="G")
+    d = msg_gan.StyleDiscriminator(resolution, 3, nf, name="D")
+    g.build((None, 512))
+    d.build(None)
+    assert (_count(g), _count(d)) == (g_count, d_count)
+    d_off = msg_gan.StyleDiscriminator(resolution, 3, nf, mbstd_group_size=1, name="D")
+    d_off.build(None)
+    assert _count(d_off) == d_no_mbstd
+    assert sum(int(np.prod(w.shape)) for w in g.non_trainable_weights) == \
+        512 + 2 * sum(4 ** r for r in range(2, int(math.log2(resolution)) + 1))  # dlatent_avg + noise
+
+
+@pytest.mark.parametrize("group", [0, 1])
+def test_mbstd_group_0_or_1_removes_the_layer_as_the_original(group):
+    config = msg_gan.make_config("msg_stylegan", 16, 3, mbstd_group_size=group, **ARCH)
+    d = msg_gan.build_networks(config)["D"]
+    assert d.mbstd is None
+    full = original_parameter_counts(16, True, 3, ARCH["fmap_base"], ARCH["fmap_max"])[1]
+    assert _count(d) == original_parameter_counts(16, False, 3, ARCH["fmap_base"], ARCH["fmap_max"])[1] < full
+    scales = [tf.random.normal([6, s, s, 3], seed=s) for s in (4, 8, 16)]
+    together = d(scales).numpy()
+    alone = np.concatenate([d([x[i:i + 1] for x in scales]).numpy() for i in range(6)])
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)  # no batch statistics left
+    with_group = msg_gan.build_networks(msg_gan.make_config("msg_stylegan", 16, 3, mbstd_group_size=2, **ARCH))["D"]
+    assert with_group.mbstd is not None and with_group.conv4.kernel.shape[2] == d.conv4.kernel.shape[2] + 1
+
+
+def test_stored_noise_inputs_are_standard_normal_as_the_original():
+    g = msg_gan.build_networks(msg_gan.make_config("msg_stylegan", 32, 1, **ARCH))["G"]
+    noise = np.concatenate([v.numpy().ravel() for v in g.noise_consts])  # 2720 values
+    assert abs(noise.mean()) < 0.1 and 0.9 < noise.std() < 1.1

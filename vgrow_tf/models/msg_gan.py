@@ -12,10 +12,14 @@ that resolution, so gradients flow to every scale of G at once. No progressive g
 - `msg_progan` follows BMSG-GAN (ProGAN-style blocks, `lin_cat` combine, minibatch-stddev in the last
   block only, relativistic hinge by default, EMA decay 0.999 after each G step).
 
-Choices (see README, "MSG-GAN: choices"): up/down-sampling convolutions are never fused (the fused
-forms are the same maths); `--combine` selects simple|lin_cat|cat_lin for either model; style mixing
-is off as in MSG (`--style_mixing_prob` turns it on); every loss works with lists of scales, and
-wgan-gp has its gradient penalty (+ drift); `--r1_gamma` adds R1 to any loss; labels are not used.
+Choices (see README, "MSG-GAN: choices"): up/down-sampling convolutions are never fused. The
+original's fused down-sampling conv (D, inputs >= 128 px) is the same function as conv + 2x2 mean; its
+fused up-sampling conv (G, outputs >= 128 px, a stride-2 transposed conv of the 3x3 kernel summed over
+four shifts) equals nearest-upsample + conv only with the 3x3 kernel rotated 180 degrees, which is how
+`vgrow_tf.interop.msg_stylegan_pickle` maps it. `--combine` selects simple|lin_cat|cat_lin for either
+model; style mixing is off as in MSG (`--style_mixing_prob` turns it on); every loss works with lists of
+scales, and wgan-gp has its gradient penalty (+ drift); `--r1_gamma` adds R1 to any loss; labels are
+not used. `--mbstd_group_size` 0 or 1 removes the minibatch-stddev layer, as in the original.
 """
 import math
 
@@ -70,8 +74,8 @@ OPTIONS = [
     Option("mapping_layers", 8, "MSG-StyleGAN mapping-network depth.", "integer"),
     Option("mapping_fmaps", None, "Mapping-network width and dlatent size (default 512).", "integer"),
     Option("mapping_lrmul", 0.01, "Learning-rate multiplier of the mapping network.", "float"),
-    Option("mbstd_group_size", 4, "MSG-StyleGAN minibatch-stddev group size (0: whole batch).",
-           "integer"),
+    Option("mbstd_group_size", 4, "MSG-StyleGAN minibatch-stddev group size (0 or 1: no minibatch-stddev "
+           "layer, as in the original).", "integer"),
     Option("style_mixing_prob", 0.0, "Style-mixing regularisation probability (MSG removed it: 0).",
            "float"),
     Option("dlatent_avg_beta", 0.995, "Decay of the tracked average dlatent (truncation centre).",
@@ -141,6 +145,16 @@ class Combine(keras.layers.Layer):
         elif mode == "lin_cat":
             self.conv = _conv(rgb_channels or channels // 2, 1, use_eql=use_eql, name="from_rgb")
 
+    def build_for(self, size, image_channels, x_channels):
+        """Builds the weights for [N, size, size, *] inputs; returns the output channel count."""
+        if self.mode == "simple":
+            return image_channels + x_channels
+        if self.mode == "lin_cat":
+            self.conv.build((None, size, size, image_channels))
+            return self.conv.filters + x_channels
+        self.conv.build((None, size, size, image_channels + x_channels))
+        return self.conv.filters
+
     def call(self, image, x):
         image = tf.cast(image, x.dtype)
         if self.mode == "simple":
@@ -184,7 +198,8 @@ class StyleGenerator(keras.Model):
         self.dlatent_avg = self.add_weight(shape=(w_dim,), initializer="zeros", trainable=False,
                                            name="dlatent_avg")
         self.noise_consts = [self.add_weight(shape=(1, 2 ** (2 + i // 2), 2 ** (2 + i // 2), 1),
-                                             initializer="random_normal", trainable=False, name=f"noise{i}")
+                                             initializer=keras.initializers.RandomNormal(0.0, 1.0),
+                                             trainable=False, name=f"noise{i}")  # N(0, 1) as the original
                              for i in range(self.num_layers)]
         self.epilogues, self.convs, self.to_rgb = [], [], []
         for k, res in enumerate(self.resolutions):
@@ -195,7 +210,24 @@ class StyleGenerator(keras.Model):
             self.to_rgb.append(layers.EqualizedConv2D(channels, 1, gain=1.0, name=f"to_rgb{res}"))
 
     def build(self, input_shape):
+        """Creates every weight from the layer plan (no forward pass: a 1024 px G builds in a second)."""
+        fan_in = self.z_dim
+        for dense in self.mapping:
+            dense.build((None, fan_in))
+            fan_in = dense.units
+        x_channels = self.const.shape[-1]
+        self._build_epilogue(self.epilogues[0], 4, x_channels)  # the constant's
+        for k, res in enumerate(self.resolutions):
+            for i, conv in enumerate(self.convs[k]):  # 4x4: one conv (epilogue 1); then two per block
+                conv.build((None, res, res, x_channels))
+                x_channels = conv.filters
+                self._build_epilogue(self.epilogues[2 * k + i + (res == 4)], res, x_channels)
+            self.to_rgb[k].build((None, res, res, x_channels))
         self.built = True
+
+    def _build_epilogue(self, epilogue, res, channels):
+        epilogue.noise.build((None, res, res, channels))
+        epilogue.style.affine.build((None, self.w_dim))
 
     def map(self, z):
         """z -> dlatent w [N, w_dim]."""
@@ -262,10 +294,12 @@ class StyleDiscriminator(keras.Model):
 
     def __init__(self, resolution, channels, nf, combine="cat_lin", mbstd_group_size=4, **kwargs):
         super().__init__(**kwargs)
-        self.resolution, self.resolutions = resolution, _resolutions(resolution)
+        self.resolution, self.resolutions, self.channels = resolution, _resolutions(resolution), channels
         top = int(math.log2(resolution))
         self.from_rgb = layers.EqualizedConv2D(nf(top - 1), 1, name=f"from_rgb{resolution}")
-        self.mbstd = layers.MinibatchStddev(group_size=mbstd_group_size or None, epsilon=1e-8)
+        # As D_basic: a group size of 0 or 1 means no minibatch-stddev layer (and no extra channel).
+        self.mbstd = layers.MinibatchStddev(group_size=mbstd_group_size, epsilon=1e-8) \
+            if mbstd_group_size > 1 else None
         self.combines, self.blocks = [], []
         for res in self.resolutions[::-1]:  # top first
             stage = int(math.log2(res)) - 1
@@ -278,6 +312,20 @@ class StyleDiscriminator(keras.Model):
         self.out = layers.EqualizedDense(1, gain=1.0, name="out")
 
     def build(self, input_shape):
+        """Creates every weight from the layer plan (no forward pass)."""
+        extra = 1 if self.mbstd is not None else 0
+        self.from_rgb.build((None, self.resolution, self.resolution, self.channels))
+        x_channels = self.from_rgb.filters
+        for k, res in enumerate(self.resolutions[::-1]):
+            if k > 0:
+                x_channels = self.combines[k].build_for(res, self.channels, x_channels)
+            if k < len(self.blocks):
+                for i, conv in enumerate(self.blocks[k]):
+                    conv.build((None, res, res, x_channels + (extra if i == 0 else 0)))
+                    x_channels = conv.filters
+        self.conv4.build((None, 4, 4, x_channels + extra))
+        self.dense0.build((None, 4, 4, self.conv4.filters))
+        self.out.build((None, self.dense0.units))
         self.built = True
 
     def call(self, scales):
@@ -287,7 +335,8 @@ class StyleDiscriminator(keras.Model):
         for k, image in enumerate(scales):
             if k > 0:
                 x = self.combines[k](image, x)
-            x = self.mbstd(x)
+            if self.mbstd is not None:
+                x = self.mbstd(x)
             if k < len(self.blocks):
                 conv0, conv1 = self.blocks[k]
                 x = layers.lrelu(conv0(x))
@@ -402,10 +451,14 @@ def build_networks(config):
         make_g = lambda name: ProGenerator(res, ch, config["z_dim"], nf, config["use_eql"], name=name)  # noqa
         d = ProDiscriminator(res, ch, nf, config["combine"], config["use_eql"], name="D")
     nets = {"G": make_g("G"), "D": d, "Gs": make_g("Gs")}
-    z = tf.zeros([4, config["z_dim"]])
-    for g in (nets["G"], nets["Gs"]):
-        images = g(z)
-    d(images)
+    if config["model"] == "msg_stylegan":  # the layer plan builds every weight without running
+        for net in nets.values():
+            net.build((None, config["z_dim"]))
+    else:
+        z = tf.zeros([4, config["z_dim"]])
+        for g in (nets["G"], nets["Gs"]):
+            images = g(z)
+        d(images)
     ema_lib.copy_weights(nets["Gs"].weights, nets["G"].weights)
     return nets
 
