@@ -11,7 +11,7 @@ import json
 import sys
 
 from vgrow_tf.cli import common
-from vgrow_tf.errors import run_cli
+from vgrow_tf.errors import UserError, run_cli
 
 FILTERS = ["box", "lanczos", "bicubic", "bilinear", "nearest"]
 
@@ -101,6 +101,10 @@ def build_parser():
 
     p = command("info", "print resolution, channels, count, levels, labels and metadata")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--data_root", default="datasets", help="where a bare dataset name is looked up, as train.py "
+                   "--dataset does (default: datasets)")
+
+    p = command("display", "not provided: NVIDIA's opens an OpenCV window; use extract and an image viewer")
 
     p = command("extract", "write the images of one level as PNGs", "output directory")
     p.add_argument("--resolution", type=int, help="level to extract (default: the top)")
@@ -116,12 +120,16 @@ def main(argv):
     if not args.command:
         parser.print_help()
         return 1
+    if args.command == "display":  # NVIDIA's tool shows records in an OpenCV window, one at a time
+        raise UserError("display is not provided: it needs a desktop window and OpenCV, which training "
+                        "machines rarely have; write the images with `dataset_tool.py extract "
+                        f"{args.tfrecord_dir} OUT_DIR` and open them with any image viewer")
     common.quiet_start(argv)
     from vgrow_tf.data import tool
     kwargs = {k: v for k, v in vars(args).items() if k not in ("command", "verbose", "tfrecord_dir", "source",
-                                                               "json")}
+                                                               "json", "data_root")}
     if args.command == "info":
-        summary = tool.info(args.tfrecord_dir)
+        summary = tool.info(args.tfrecord_dir, args.data_root)
         if args.json:
             print(json.dumps(summary))
         else:
@@ -155,7 +163,7 @@ def main(argv):
 
 
 def run(argv=None):
-    sys.exit(run_cli(main, argv))
+    common.exit_now(run_cli(main, argv))
 
 
 if __name__ == "__main__":

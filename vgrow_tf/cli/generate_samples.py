@@ -12,6 +12,7 @@ samples from any vgrow_tf snapshot.
 
 Installed as vgrow-generate-samples; the work is in vgrow_tf.sampling.modes.
 """
+import os
 import sys
 
 from absl import flags
@@ -21,7 +22,8 @@ from vgrow_tf.errors import UserError
 
 MODES = ["samples", "grid", "multiscale", "video", "interpolate", "direction", "reconstruct", "generate"]
 
-flags.DEFINE_string("snapshot", None, "Snapshot file (network-*.h5) to sample from.")
+flags.DEFINE_string("snapshot", None, "Snapshot file (network-*.h5) to sample from, or a run directory "
+                    "(its network-final.h5, else its latest network-snapshot-*.h5).")
 flags.DEFINE_string("out_dir", None, "Output directory (created if missing).")
 flags.DEFINE_enum("mode", "samples", MODES, "What to write. samples: seedNNNN.png per seed; grid: one "
                   "rows x cols grid; multiscale: every scale of MSG models; video: a looping latent walk; "
@@ -29,12 +31,13 @@ flags.DEFINE_enum("mode", "samples", MODES, "What to write. samples: seedNNNN.pn
                   "direction: fit a latent direction from labels and move samples along it; "
                   "reconstruct / generate: GLO reconstructions / Gaussian samples.")
 flags.DEFINE_string("seeds", None, "Seeds, e.g. 0-99 or 1,5,7 or 0-3,10; the latent of seed s is the "
-                    "model's latent sampler seeded with s.")
+                    "model's latent sampler seeded with s. --mode=grid without seeds: --seed .. --seed + "
+                    "rows*cols - 1 (8 x 8 by default).")
 flags.DEFINE_integer("num_samples", None, "Without --seeds: this many consecutive seeds from --seed.")
 flags.DEFINE_integer("seed", 0, "First seed for --num_samples; the random seed of the video walk, GLO "
                      "modes and DGflow noise.")
-flags.DEFINE_float("truncation_psi", None, "Truncation psi (StyleGAN-type models only; the original "
-                   "MSG-StyleGAN scripts used 0.6). Unset = no truncation.")
+flags.DEFINE_float("truncation_psi", None, "Truncation psi (StyleGAN-type models; the original "
+                   "MSG-StyleGAN scripts used 0.6; other models ignore it with a notice). Unset = no truncation.")
 flags.DEFINE_boolean("randomize_noise", False, "StyleGAN noise inputs: random per call (true) or the "
                      "stored constants (false, deterministic per seed).")
 flags.DEFINE_integer("batch_size", 32, "Generation batch size.")
@@ -52,7 +55,8 @@ flags.DEFINE_integer("num_points", 12, "Video: independent latent points (the wa
 flags.DEFINE_integer("transition_points", 60, "Video: frames per point.")
 flags.DEFINE_float("smoothing", 1.0, "Video: Gaussian sigma over time, in units of transition_points.")
 flags.DEFINE_float("fps", 24.0, "Video frames per second.")
-flags.DEFINE_list("resize", None, "Video frame size H,W (bicubic), e.g. --resize=800,1920.")
+flags.DEFINE_list("resize", None, "Video frame size H,W (bicubic), e.g. --resize=800,1920; another aspect "
+                  "ratio than the model's is letterboxed (black bars), not stretched.")
 # interpolation
 flags.DEFINE_enum("interp_method", "slerp", ["slerp", "lerp"], "Interpolation between seeds.")
 flags.DEFINE_integer("interp_steps", 8, "Images per interpolation row, both ends included.")
@@ -85,9 +89,15 @@ flags.DEFINE_boolean("verbose", False, "Show tracebacks of user errors.")
 FLAGS = flags.FLAGS
 
 
+GRID_DEFAULT = 8  # --mode=grid without seeds: an 8 x 8 grid of seeds 0..63 (or --rows x --cols)
+
+
 def _seeds(required=True):
     from vgrow_tf.sampling import latents
     if not FLAGS.seeds and FLAGS.num_samples is None:
+        if FLAGS.mode == "grid":
+            rows, cols = FLAGS.rows or GRID_DEFAULT, FLAGS.cols or GRID_DEFAULT
+            return latents.resolve_seeds(None, rows * cols, FLAGS.seed)
         if required:
             raise UserError("give --seeds (e.g. 0-99) or --num_samples N [--seed S]")
         return None
@@ -106,14 +116,17 @@ def _resize():
     return size
 
 
+def _check_refine_flags():
+    if FLAGS.refine == "none":
+        if FLAGS.corrector:
+            raise UserError("--corrector is only used with --refine=dgflow")
+    elif FLAGS.mode not in ("samples", "grid"):
+        raise UserError(f"--refine=dgflow works with --mode samples or grid, not {FLAGS.mode}")
+
+
 def _refine_options():
     if FLAGS.refine == "none":
-        for name in ("corrector",):
-            if getattr(FLAGS, name):
-                raise UserError(f"--{name} is only used with --refine=dgflow")
         return None
-    if FLAGS.mode not in ("samples", "grid"):
-        raise UserError(f"--refine=dgflow works with --mode samples or grid, not {FLAGS.mode}")
     from vgrow_tf import snapshot
     options = dict(eta=FLAGS.dgflow_eta, gamma=FLAGS.dgflow_gamma, steps=FLAGS.dgflow_steps,
                    divergence=FLAGS.dgflow_divergence, save_every=FLAGS.dgflow_save_every, seed=FLAGS.seed,
@@ -121,68 +134,85 @@ def _refine_options():
     if FLAGS.domain != "a":
         options["domain"] = FLAGS.domain
     if FLAGS.corrector:
-        options["corrector"] = snapshot.load(FLAGS.corrector, expect_kind="dgflow_corrector")
+        options["corrector"] = snapshot.load(common.snapshot_file(FLAGS.corrector, "--corrector"),
+                                             expect_kind="dgflow_corrector")
     return options
+
+
+def _check_flags():
+    """Everything that can be checked without the snapshot, so a typo fails at once."""
+    from vgrow_tf.sampling import latents
+    if not FLAGS.snapshot:
+        raise UserError("--snapshot is required (a network-*.h5 file written by train.py, or its run directory)")
+    if not FLAGS.out_dir:
+        raise UserError("--out_dir is required")
+    if FLAGS.seeds:
+        latents.parse_seeds(FLAGS.seeds)
+    if FLAGS.show_seeds:
+        latents.parse_seeds(FLAGS.show_seeds)
+    if FLAGS.batch_size < 1:
+        raise UserError("--batch_size must be positive")
+    _check_refine_flags()
+    return _resize()
 
 
 def main(argv):
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {' '.join(argv[1:])}; every option is a --flag")
-    if not FLAGS.snapshot:
-        raise UserError("--snapshot is required (a network-*.h5 file written by train.py)")
-    if not FLAGS.out_dir:
-        raise UserError("--out_dir is required")
-    import os
+    resize = _check_flags()
+    snapshot_path = common.snapshot_file(FLAGS.snapshot)
+    out_dir_existed = os.path.isdir(FLAGS.out_dir)
+    try:
+        paths = _generate(snapshot_path, resize)
+    except BaseException:
+        if not out_dir_existed and os.path.isdir(FLAGS.out_dir) and not os.listdir(FLAGS.out_dir):
+            os.rmdir(FLAGS.out_dir)  # a refusal leaves no empty directory behind
+        raise
+    print(f"wrote {len(paths)} file(s) to {FLAGS.out_dir}")
+    return 0
 
+
+def _generate(snapshot_path, resize):
     from vgrow_tf import snapshot
     from vgrow_tf.sampling import latents, modes
 
     mode = FLAGS.mode
-    if FLAGS.seeds:
-        latents.parse_seeds(FLAGS.seeds)  # a malformed list fails before the snapshot is loaded
-    resize = _resize()
-    if FLAGS.batch_size < 1:
-        raise UserError("--batch_size must be positive")
-    snap = snapshot.load(FLAGS.snapshot)
+    snap = snapshot.load(snapshot_path)
     glo_mode = mode in ("reconstruct", "generate") or (mode == "interpolate" and snap.kind == "glo")
     seeds = _seeds(required=not glo_mode and (mode in ("samples", "grid", "multiscale", "interpolate") or
                                               (mode == "direction" and bool(FLAGS.classifier))))
     refine = _refine_options()
     if glo_mode:
-        paths = modes.save_glo(snap, FLAGS.out_dir, mode, dataset=FLAGS.dataset, count=FLAGS.count,
-                               rows=FLAGS.rows or 10, cols=FLAGS.cols or 10, seed=FLAGS.seed,
-                               steps=FLAGS.interp_steps, pairs=FLAGS.count, fit_steps=FLAGS.fit_steps)
-    else:
-        gen_kw = modes.generation_kwargs(snap, FLAGS.truncation_psi, FLAGS.randomize_noise)
-        if snap.kind in ("cogan", "scogan"):
-            gen_kw["domain"] = FLAGS.domain
-        if mode == "samples":
-            paths = modes.save_samples(snap, FLAGS.out_dir, seeds, gen_kw, refine, FLAGS.batch_size)
-        elif mode == "grid":
-            paths = modes.save_grid_images(snap, FLAGS.out_dir, seeds, FLAGS.rows, FLAGS.cols, gen_kw, refine,
-                                           FLAGS.padding)
-        elif mode == "multiscale":
-            paths = modes.save_multiscale(snap, FLAGS.out_dir, seeds, gen_kw, FLAGS.scales, FLAGS.num_cols,
-                                          FLAGS.padding or 2)
-        elif mode == "video":
-            name = FLAGS.video_file or "latent_walk.mp4"
-            path = name if os.path.isabs(name) else os.path.join(FLAGS.out_dir, name)
-            paths = modes.save_video(snap, path, FLAGS.num_points, FLAGS.transition_points, FLAGS.smoothing,
-                                     FLAGS.seed, FLAGS.fps, resize, FLAGS.scales, FLAGS.num_cols, gen_kw,
-                                     min(FLAGS.batch_size, 16))
-        elif mode == "interpolate":
-            paths = modes.save_interpolation(snap, FLAGS.out_dir, seeds, FLAGS.interp_steps, FLAGS.interp_method,
-                                             gen_kw, FLAGS.padding)
-        elif mode == "direction":
-            show = latents.parse_seeds(FLAGS.show_seeds) if FLAGS.show_seeds else None
-            paths = modes.save_direction(snap, FLAGS.out_dir, seeds, FLAGS.labels, FLAGS.classifier,
-                                         FLAGS.direction_class, show, FLAGS.direction_amount,
-                                         FLAGS.direction_steps, FLAGS.video_file or "direction.gif",
-                                         FLAGS.fps, gen_kw)
-        else:
-            raise UserError(f"unknown mode {mode}")
-    print(f"wrote {len(paths)} file(s) to {FLAGS.out_dir}")
-    return 0
+        return modes.save_glo(snap, FLAGS.out_dir, mode, dataset=FLAGS.dataset, count=FLAGS.count,
+                              rows=FLAGS.rows or 10, cols=FLAGS.cols or 10, seed=FLAGS.seed,
+                              steps=FLAGS.interp_steps, pairs=FLAGS.count, fit_steps=FLAGS.fit_steps)
+    gen_kw = modes.generation_kwargs(snap, FLAGS.truncation_psi, FLAGS.randomize_noise)
+    if snap.kind in ("cogan", "scogan"):
+        gen_kw["domain"] = FLAGS.domain
+    if mode == "samples":
+        return modes.save_samples(snap, FLAGS.out_dir, seeds, gen_kw, refine, FLAGS.batch_size)
+    if mode == "grid":
+        return modes.save_grid_images(snap, FLAGS.out_dir, seeds, FLAGS.rows, FLAGS.cols, gen_kw, refine,
+                                      FLAGS.padding)
+    if mode == "multiscale":
+        return modes.save_multiscale(snap, FLAGS.out_dir, seeds, gen_kw, FLAGS.scales, FLAGS.num_cols,
+                                     FLAGS.padding or 2)
+    if mode == "video":
+        name = FLAGS.video_file or "latent_walk.mp4"
+        path = name if os.path.isabs(name) else os.path.join(FLAGS.out_dir, name)
+        return modes.save_video(snap, path, FLAGS.num_points, FLAGS.transition_points, FLAGS.smoothing,
+                                FLAGS.seed, FLAGS.fps, resize, FLAGS.scales, FLAGS.num_cols, gen_kw,
+                                min(FLAGS.batch_size, 16))
+    if mode == "interpolate":
+        return modes.save_interpolation(snap, FLAGS.out_dir, seeds, FLAGS.interp_steps, FLAGS.interp_method,
+                                        gen_kw, FLAGS.padding)
+    if mode == "direction":
+        show = latents.parse_seeds(FLAGS.show_seeds) if FLAGS.show_seeds else None
+        return modes.save_direction(snap, FLAGS.out_dir, seeds, FLAGS.labels, FLAGS.classifier,
+                                    FLAGS.direction_class, show, FLAGS.direction_amount,
+                                    FLAGS.direction_steps, FLAGS.video_file or "direction.gif",
+                                    FLAGS.fps, gen_kw)
+    raise UserError(f"unknown mode {mode}")
 
 
 def run(argv=None):

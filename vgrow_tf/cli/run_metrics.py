@@ -23,14 +23,16 @@ flags.DEFINE_string("dataset", None, "Dataset directory of the real images (defa
 flags.DEFINE_string("data_root", "datasets", "Where bare dataset names are looked up.")
 flags.DEFINE_list("metrics", ["fid50k"], "Metrics, e.g. fid50k,kid50k,is50k,pr50k3,fid50k_full,fid10k,ppl_zend "
                   "(any count: fid2k, kid500).")
-flags.DEFINE_string("feature_net", "inception_pb", "FID/KID/IS network: inception_pb (TTUR graph, comparable "
-                    "with published numbers), inception_keras (keras ImageNet weights; different numbers), or "
-                    "a Keras model file / SavedModel directory, optionally path:layer.")
+flags.DEFINE_string("feature_net", None, "FID/KID/IS network: inception_pb (the default; TTUR graph, "
+                    "comparable with published numbers), inception_keras (keras ImageNet weights; different "
+                    "numbers), or a Keras model file / SavedModel directory, optionally path:layer. Metric names "
+                    "stay fid50k, kid50k, ...; the network is recorded in the feature_net field. KID is printed "
+                    "x10^3 (as StyleGAN2-ADA reports it); files keep the plain value.")
 flags.DEFINE_string("inception_path", None, "classify_image_graph_def.pb (or its directory) for inception_pb; "
                     "the keras weights .h5 for inception_keras. Default: the cache dir ($VGROW_CACHE_DIR or "
                     "~/.cache/vgrow_tf).")
-flags.DEFINE_string("pr_feature_net", "vgg16", "Precision/recall network: vgg16 (keras VGG16 fc2) or a model "
-                    "path as for --feature_net.")
+flags.DEFINE_string("pr_feature_net", None, "Precision/recall network: vgg16 (keras VGG16 fc2) or a model "
+                    "path as for --feature_net. Default: the --feature_net you gave, else vgg16.")
 flags.DEFINE_string("vgg16_path", None, "Keras VGG16 weights file for --pr_feature_net=vgg16.")
 flags.DEFINE_string("lpips_path", None, "PPL: Keras LPIPS model file ([img0, img1] in [-1, 1] -> distance).")
 flags.DEFINE_string("ref_stats", None, "FID: precomputed real statistics (.npz with mu, sigma; TTUR and "

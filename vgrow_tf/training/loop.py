@@ -85,7 +85,7 @@ def checkpointable(item):
     return item
 
 
-GRID_GAP, GRID_GAP_VALUE = 1, 0.0  # 1 px of mid-grey between grid cells, visible on dark and light images
+GRID_GAP, GRID_GAP_VALUE = 2, 0.0  # 2 px of mid-grey between grid cells, visible on dark and light images
 
 
 def _next_multiple(nimg, every_nimg):
