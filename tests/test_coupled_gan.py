@@ -266,7 +266,7 @@ def test_tiny_run_outputs_snapshot_round_trip_and_one_trace(model, extra, pair8,
     _run(model, pair8, run_dir, total_kimg=0.048, **extra)
     files = os.listdir(run_dir)
     assert {"network-final.h5", "log.txt", "fakes000000.png"} <= set(files)
-    ticks = [line for line in open(run_dir / "log.txt") if line.startswith("kimg")]
+    ticks = [line for line in open(run_dir / "log.txt") if line.startswith("tick")]
     assert ticks and "nan" not in " ".join(ticks).lower() and "d1" in ticks[-1] and "nonfinite 0" in ticks[-1]
     grid = np.asarray(PIL.Image.open(run_dir / "fakes000000.png"))
     gap = loop.GRID_GAP

@@ -25,7 +25,8 @@ EXIT_USER_ERROR = 2
 
 
 def verbose_requested(argv):
-    return "--verbose" in argv or "--verbose=true" in argv or os.environ.get("VGROW_VERBOSE") == "1"
+    return (any(arg.lower() in ("--verbose", "--verbose=true", "--verbose=1") for arg in argv)
+            or os.environ.get("VGROW_VERBOSE") == "1")
 
 
 _verbose = verbose_requested

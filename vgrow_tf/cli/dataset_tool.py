@@ -23,7 +23,8 @@ def _flag(value):
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--verbose", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up log lines and "
+                        "tracebacks of errors (also VGROW_VERBOSE=1)")
     commands = parser.add_subparsers(dest="command", metavar="<command>")
 
     def command(name, help, source=None):

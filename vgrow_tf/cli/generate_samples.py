@@ -84,7 +84,8 @@ flags.DEFINE_integer("dgflow_save_every", 5, "Write the samples every this many 
 flags.DEFINE_string("corrector", None, "DGflow: a dgflow_corrector snapshot, for generators without a "
                     "discriminator (its logit is D + C).")
 flags.DEFINE_string("domain", "a", "CoGAN/SCoGAN: domain a, b (or both for plain sampling).")
-flags.DEFINE_boolean("verbose", False, "Show tracebacks of user errors.")
+flags.DEFINE_boolean("verbose", False, "Show TensorFlow's start-up log lines and Python tracebacks of user "
+                     "errors (also VGROW_VERBOSE=1).")
 
 FLAGS = flags.FLAGS
 

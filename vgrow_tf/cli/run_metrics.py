@@ -58,7 +58,8 @@ flags.DEFINE_float("dgflow_gamma", 0.01, "DGflow noise level (entropy weight).")
 flags.DEFINE_integer("dgflow_steps", 25, "DGflow steps.")
 flags.DEFINE_string("dgflow_divergence", "KL", "DGflow f-divergence: KL, JS, LogD or Jef.")
 flags.DEFINE_string("corrector", None, "DGflow: a dgflow_corrector snapshot for generators without a discriminator.")
-flags.DEFINE_boolean("verbose", False, "Show tracebacks of user errors.")
+flags.DEFINE_boolean("verbose", False, "Show TensorFlow's start-up log lines and Python tracebacks of user "
+                     "errors (also VGROW_VERBOSE=1).")
 FLAGS = flags.FLAGS
 
 

@@ -179,10 +179,7 @@ class TrainingSession:
         self.writer = tf.summary.create_file_writer(run_dir) if chief else tf.summary.create_noop_writer()
 
     def close(self):
-        """Releases the event-file writer and the input pipelines' reader threads."""
         self.writer.close()
-        if hasattr(self.trainer, "close"):
-            self.trainer.close()
 
     # --- persistence -------------------------------------------------------------------------
     def restore(self):

@@ -42,7 +42,8 @@ COMMON_OPTIONS = [
     _opt("tick_kimg", None, "Print a tick line, write TensorBoard scalars and a grid every this many kimg.",
          "float"),
     _opt("snapshot_kimg", None, "Write a snapshot and a checkpoint every this many kimg.", "float"),
-    _opt("resume", False, "Continue the run in --run_dir from its latest checkpoint."),
+    _opt("resume", False, "Continue the latest run in --run_dir (or its numbered siblings) from its latest "
+         "checkpoint. Without it, a run dir that holds a run gets a fresh numbered sibling."),
     _opt("strategy", "auto", "Distribution strategy.", "enum",
          ["auto", "one_device", "mirrored", "multi_worker"]),
     _opt("seed", 1234, "Random seed for weights, latents and data order."),
@@ -54,7 +55,8 @@ COMMON_OPTIONS = [
     _opt("jit_compile", False, "XLA-compile the training steps."),
     _opt("metrics", "", "Metrics to compute on each snapshot, e.g. fid10k (see run_metrics.py).", "list"),
     _opt("keep_checkpoints", 3, "How many recent checkpoints to keep."),
-    _opt("verbose", False, "Show Python tracebacks for user errors."),
+    _opt("verbose", False, "Show TensorFlow's start-up log lines and Python tracebacks of user errors "
+         "(also VGROW_VERBOSE=1)."),
 ]
 
 
