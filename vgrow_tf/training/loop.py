@@ -208,19 +208,22 @@ class TrainingSession:
         return path
 
     def save_grids(self, cur_nimg):
+        """Writes the trainer's grids; returns whether it has any."""
         if not self.chief:
-            return
+            return False
         kimg = cur_nimg // 1000
         rows, cols = self.options.num_row, self.options.num_line
+        grids = self.trainer.grids(rows * cols)
         with self.writer.as_default(step=cur_nimg):
-            for name, images in self.trainer.grids(rows * cols).items():
+            for name, images in grids.items():
                 path = os.path.join(self.run_dir, f"{name}{kimg:06d}.png")
                 image_io.save_grid(path, images, rows, cols, GRID_GAP, GRID_GAP_VALUE)
                 tf.summary.image(name, image_io.to_uint8(images[: min(8, len(images))]), max_outputs=8)
+        return bool(grids)
 
     def save_reals(self):
         """`reals.png`: training images in the layout of the fakes grids, to compare them with."""
-        if not (self.chief and getattr(self.trainer, "dataset_path", None)):
+        if not getattr(self.trainer, "dataset_path", None):
             return
         rows, cols = self.options.num_row, self.options.num_line
         resolution = getattr(self.trainer, "resolution", None)
@@ -251,9 +254,8 @@ class TrainingSession:
         clock = TickClock(cur_nimg, total_nimg, float(self.progress.elapsed_sec.numpy()))
         consecutive_nonfinite, last_good_ckpt = 0, self.manager.latest_checkpoint
         snapshot_path = None
-        if cur_nimg == 0:
+        if cur_nimg == 0 and self.save_grids(0):
             self.save_reals()
-            self.save_grids(0)
         while cur_nimg < total_nimg:
             stats = self.trainer.train_iteration(cur_nimg)
             cur_nimg += int(stats.pop("nimg"))
