@@ -282,7 +282,9 @@ class TrainingSession:
                 return None
             done = cur_nimg >= total_nimg
             if cur_nimg >= next_tick or done:
-                self.tick(cur_nimg, tick_nimg, tick_stats, clock)
+                # ticks are numbered by the boundaries crossed; a last, partial one gets the next number
+                number = cur_nimg // tick_nimg + (0 if cur_nimg >= next_tick else 1)
+                self.tick(cur_nimg, number, tick_stats, clock)
                 next_tick = _next_multiple(cur_nimg, tick_nimg)
                 if cur_nimg >= next_snapshot or done:
                     name = "network-final.h5" if done else f"network-snapshot-{cur_nimg // 1000:06d}.h5"
@@ -297,11 +299,11 @@ class TrainingSession:
         self.writer.flush()
         return snapshot_path or os.path.join(self.run_dir, "network-final.h5")
 
-    def tick(self, cur_nimg, tick_nimg, tick_stats, clock):
+    def tick(self, cur_nimg, number, tick_stats, clock):
         timing = clock.end_tick(cur_nimg)
         means = {k: float(np.mean(v)) for k, v in tick_stats.items() if v}
         scalars = dict(self.trainer.progress_scalars(cur_nimg))
-        line = [f"tick {-(-cur_nimg // tick_nimg):<5d}", f"kimg {cur_nimg / 1000:9.1f}"]
+        line = [f"tick {number:<5d}", f"kimg {cur_nimg / 1000:9.1f}"]
         line += [f"{k} {v:g}" for k, v in scalars.items()]
         line += [f"time {format_time(timing['elapsed'])}", f"sec/tick {timing['sec_per_tick']:.1f}",
                  f"sec/kimg {timing['sec_per_kimg']:.2f}", f"ETA {format_time(timing['eta'])}"]
