@@ -50,6 +50,12 @@ def quiet_python_logs(argv):
         logging.set_verbosity(logging.WARNING)
 
 
+def program_name(argv):
+    """How the user called the program: `python train.py` or the installed `vgrow-train`."""
+    name = os.path.basename(argv[0]) if argv and argv[0] else "train.py"
+    return f"python {name}" if name.endswith(".py") else name
+
+
 def wants_help(argv):
     return any(arg in HELP_FLAGS for arg in argv[1:])
 

@@ -149,6 +149,8 @@ def _check_flags():
         raise UserError("--out_dir is required")
     if FLAGS.seeds:
         latents.parse_seeds(FLAGS.seeds)
+    elif FLAGS.num_samples is None and FLAGS.mode in ("samples", "multiscale"):
+        raise UserError(f"--mode={FLAGS.mode} needs --seeds (e.g. 0-99) or --num_samples N [--seed S]")
     if FLAGS.show_seeds:
         latents.parse_seeds(FLAGS.show_seeds)
     if FLAGS.batch_size < 1:

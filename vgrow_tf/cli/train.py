@@ -7,9 +7,9 @@ import sys
 from vgrow_tf.cli import common
 from vgrow_tf.training import options as options_lib
 
-USAGE = """usage: python train.py --model=MODEL --dataset=DIR [options]
-       python train.py --flagfile=configs/<model>/<dataset>.cfg [options]
-       python train.py --model=MODEL --help      (that model's own options)
+USAGE = """usage: {prog} --model=MODEL --dataset=DIR [options]
+       {prog} --flagfile=configs/<model>/<dataset>.cfg [options]
+       {prog} --model=MODEL --help      (that model's own options)
 
 Trains a model; tick lines, grids, snapshots and checkpoints go to the run directory
 (default results/<dataset>-<suffix>; a new run next to an old one gets a numbered directory,
@@ -36,13 +36,15 @@ def print_help(argv):
     model = _model_from_argv(argv)
     rows = lambda options: [(o.name, o.default, o.help + (f" One of: {', '.join(o.choices)}."  # noqa: E731
                                                           if o.choices else "")) for o in options]
-    print(USAGE + "\n\nCommon options:\n" + common.format_flag_help(rows(options_lib.COMMON_OPTIONS)))
+    prog = common.program_name(argv)
+    print(USAGE.format(prog=prog) + "\n\nCommon options:\n"
+          + common.format_flag_help(rows(options_lib.COMMON_OPTIONS)))
     common_names = {o.name for o in options_lib.COMMON_OPTIONS}
     if model:
         own = [o for o in options_lib.model_options(model) if o.name not in common_names]
         print(f"\nOptions of --model={model}:\n" + (common.format_flag_help(rows(own)) or "  (none)"))
     else:
-        print("\nEach model has its own options: python train.py --model=MODEL --help")
+        print(f"\nEach model has its own options: {prog} --model=MODEL --help")
 
 
 def main(argv):
