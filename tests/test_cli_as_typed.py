@@ -264,3 +264,26 @@ def test_metric_table_shows_kid_times_a_thousand():
                                  dict(snapshot_name="network-final", metric="fid2k", value=12.5,
                                       feature_net="model digits.keras")])
     assert "value (KID x10^3)" in table and "1.2300" in table and "12.5000" in table
+
+
+def test_checkpoint_keeper_with_relative_dotted_and_moved_directories(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from vgrow_tf.training.loop import CheckpointKeeper
+    monkeypatch.chdir(tmp_path)
+    value = tf.Variable(0.0)
+    keeper = CheckpointKeeper(tf.train.Checkpoint(value=value), os.path.join("results", "r", "checkpoints"), keep=2)
+    for n in (1, 2, 3):
+        value.assign(float(n))
+        keeper.save(n)
+    assert sorted(os.listdir("results/r/checkpoints")) == ["checkpoint", "ckpt-2.data-00000-of-00001",
+                                                           "ckpt-2.index", "ckpt-3.data-00000-of-00001",
+                                                           "ckpt-3.index"]
+    shutil.move("results/r", "elsewhere")
+    for spelling in ("./elsewhere/../elsewhere/checkpoints", str(tmp_path / "elsewhere" / "checkpoints")):
+        moved = CheckpointKeeper(tf.train.Checkpoint(value=value), spelling, keep=2)
+        assert moved.latest_checkpoint == os.path.join(spelling, "ckpt-3")
+        assert tf.train.latest_checkpoint(spelling) == os.path.join(spelling, "ckpt-3")  # TF reads it too
+    moved.save(4)
+    assert [os.path.basename(p) for p in moved.checkpoints] == ["ckpt-3", "ckpt-4"]
+    assert not glob.glob("elsewhere/checkpoints/ckpt-2.*")
