@@ -218,7 +218,8 @@ def test_generate_samples_grid_without_seeds_from_a_run_dir(run_dir_with_snapsho
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--snapshot=results/digits-KL/checkpoints/ckpt-96.index"], "is a training checkpoint"),
+    (["--snapshot=results/digits-KL/checkpoints/ckpt-96.index", "--seeds=0"], "is a training checkpoint"),
+    (["--snapshot=results/digits-KL"], "--mode=samples needs --seeds"),
     (["--snapshot=results/digits-KL", "--mode=multiscale", "--seeds=0-1"], "needs an MSG snapshot"),
     (["--snapshot=results/digits-KL", "--mode=video", "--refine=dgflow"], "--refine=dgflow works with"),
 ])

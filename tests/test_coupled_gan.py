@@ -270,7 +270,7 @@ def test_tiny_run_outputs_snapshot_round_trip_and_one_trace(model, extra, pair8,
     assert ticks and "nan" not in " ".join(ticks).lower() and "d1" in ticks[-1] and "nonfinite 0" in ticks[-1]
     grid = np.asarray(PIL.Image.open(run_dir / "fakes000000.png"))
     gap = loop.GRID_GAP
-    assert grid.shape[:2] == (2 * 8 + gap, 4 * 8 + gap)  # 2 rows x (2 pairs side by side), gaps between cells
+    assert grid.shape[:2] == (2 * 8 + gap, 4 * 8 + 3 * gap)  # 2 x 4 cells (2 pairs per row), gaps between
 
     snap = snapshot.load(str(run_dir / "network-final.h5"))
     assert snap.kind == model and set(snap.networks) >= {"G1", "G2", "D1", "D2"}

@@ -58,6 +58,20 @@ def check_shape(shape, name="image"):
         raise UserError(f"{name} is {w}x{h}, not a power of two >= 4; pass --resolution N to resize")
 
 
+def _same_bytes(path_a, path_b):
+    with open(path_a, "rb") as a, open(path_b, "rb") as b:
+        return a.read() == b.read()
+
+
+def _same_records(path_a, path_b):
+    """Whether two tfrecord files hold equal examples (protobuf may order the feature map differently
+    from one process to the next, so equal examples need not be equal bytes)."""
+    import itertools
+    pairs = itertools.zip_longest(*(tf.data.TFRecordDataset(p).as_numpy_iterator() for p in (path_a, path_b)))
+    return all(a == b or (a is not None and b is not None
+                          and tf.train.Example.FromString(a) == tf.train.Example.FromString(b)) for a, b in pairs)
+
+
 def check_resolution(resolution):
     """A UserError unless a requested --resolution is a power of two >= 4."""
     if resolution < 4 or resolution & (resolution - 1):
@@ -183,10 +197,10 @@ class TFRecordExporter:
         if names != sorted(os.listdir(self.tfrecord_dir)):
             return False
         for name in names:
-            with open(os.path.join(self.tmp_dir, name), "rb") as new, \
-                    open(os.path.join(self.tfrecord_dir, name), "rb") as old:
-                if new.read() != old.read():
-                    return False
+            new, old = os.path.join(self.tmp_dir, name), os.path.join(self.tfrecord_dir, name)
+            same = _same_records(new, old) if name.endswith(".tfrecords") else _same_bytes(new, old)
+            if not same:
+                return False
         return True
 
     def _swap_into_place(self):
