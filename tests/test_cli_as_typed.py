@@ -139,7 +139,8 @@ def test_help_lists_the_programs_own_options_without_tensorflow(script, args, pr
 
 def test_help_does_not_import_tensorflow():
     code = ("import sys\nfrom vgrow_tf.cli import train\nsys.argv = ['train.py', '--model=glo', '--help']\n"
-            "try:\n    train.run()\nexcept SystemExit:\n    pass\nprint('TF' if 'tensorflow' in sys.modules else 'no TF')")
+            "try:\n    train.run()\nexcept SystemExit:\n    pass\n"
+            "print('TF' if 'tensorflow' in sys.modules else 'no TF')")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=user_env(), capture_output=True,
                             text=True, timeout=60)
     assert result.stdout.strip().splitlines()[-1] == "no TF", result.stdout + result.stderr

@@ -8,7 +8,6 @@ Installed as vgrow-dataset-tool; the work is in vgrow_tf.data.tool.
 """
 import argparse
 import json
-import sys
 
 from vgrow_tf.cli import common
 from vgrow_tf.errors import UserError, run_cli

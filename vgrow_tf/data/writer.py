@@ -190,7 +190,8 @@ class TFRecordExporter:
         return os.path.isdir(self.tfrecord_dir) and bool(os.listdir(self.tfrecord_dir)) and not self.overwrite
 
     def _refuse_existing(self, detail="already exists and is not empty"):
-        raise UserError(f"{self.tfrecord_dir} {detail}; pass --overwrite to replace it or choose another directory")
+        raise UserError(f"{self.tfrecord_dir} {detail}; pass --overwrite to replace it or choose another "
+                        "directory")
 
     def _same_files(self):
         names = sorted(os.listdir(self.tmp_dir))

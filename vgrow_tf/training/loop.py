@@ -357,20 +357,20 @@ def memory_gib():
 
 
 class TickClock:
-    """Wall time of the run (including earlier, resumed sessions), of the current tick, and the ETA.
+    """Wall time of the run (earlier processes of a resumed run included), of the tick, and the ETA.
 
-    The ETA uses the speed since the end of this session's first tick, which includes tracing and
+    The ETA uses the speed since the end of this process's first tick, which includes tracing and
     compilation and would make the estimate far too long.
     """
 
     def __init__(self, cur_nimg, total_nimg, elapsed_before):
         self.total_nimg, self.elapsed_before = total_nimg, elapsed_before
-        self.session_start = time.time()
-        self.tick_start, self.tick_start_nimg = self.session_start, cur_nimg
+        self.process_start = time.time()
+        self.tick_start, self.tick_start_nimg = self.process_start, cur_nimg
         self.rate_start = None  # (time, nimg) at the end of the first tick
 
     def elapsed(self):
-        return self.elapsed_before + time.time() - self.session_start
+        return self.elapsed_before + time.time() - self.process_start
 
     def end_tick(self, cur_nimg):
         now = time.time()
