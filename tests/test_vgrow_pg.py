@@ -97,7 +97,7 @@ def test_tiny_run_writes_outputs_and_resumes(digits8, tmp_path):
     assert "network-final.h5" in files and "log.txt" in files and "flags.txt" in files
     assert "fakes000000.png" in files and glob.glob(str(run_dir / "events.out.tfevents.*"))
     assert glob.glob(str(run_dir / "network-snapshot-*.h5"))
-    ticks = [l for l in open(run_dir / "log.txt") if l.startswith("kimg")]
+    ticks = [l for l in open(run_dir / "log.txt") if l.startswith("tick")]
     assert ticks and "lod" in ticks[-1] and "sec/kimg" in ticks[-1]
 
     _run(digits8, run_dir, total_kimg=0.384, resume=True)

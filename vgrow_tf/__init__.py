@@ -1,7 +1,6 @@
-"""vgrow_tf: TensorFlow 2 / Keras 3 home of VGrow-PG, MSG-StyleGAN, GLO, SCoGAN/CoGAN and DGflow."""
-import os
+"""vgrow_tf: TensorFlow 2 / Keras 3 home of VGrow-PG, MSG-StyleGAN, GLO, SCoGAN/CoGAN and DGflow.
 
-# TensorFlow's C++ start-up chatter (CUDA probing, CPU features) buries our one-line messages.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+The programs (vgrow_tf.cli) start TensorFlow quietly; importing the package changes no settings.
+"""
 
 __version__ = "0.1.0"

@@ -13,11 +13,23 @@ class UserError(Exception):
     """An error the user can fix; its message names the problem and the fix."""
 
 
+class Interrupted(Exception):
+    """Training stopped on a signal after writing its checkpoint; the process exits 128 + signum."""
+
+    def __init__(self, signum):
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = int(signum)
+
+
 EXIT_USER_ERROR = 2
 
 
-def _verbose(argv):
-    return "--verbose" in argv or "--verbose=true" in argv or os.environ.get("VGROW_VERBOSE") == "1"
+def verbose_requested(argv):
+    return (any(arg.lower() in ("--verbose", "--verbose=true", "--verbose=1") for arg in argv)
+            or os.environ.get("VGROW_VERBOSE") == "1")
+
+
+_verbose = verbose_requested
 
 
 def report_and_exit(message, code=EXIT_USER_ERROR):
@@ -30,6 +42,9 @@ def run_cli(main_fn, argv=None):
     argv = sys.argv if argv is None else argv
     try:
         return main_fn(argv)
+    except Interrupted as e:  # the checkpoint is written and said so; exit as the shell expects
+        sys.stdout.flush()
+        sys.exit(128 + e.signum)
     except UserError as e:
         if _verbose(argv):
             raise

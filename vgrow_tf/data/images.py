@@ -74,7 +74,7 @@ def load_image_file(path, channels=None, resolution=None, resize_filter="lanczos
             image.load()
             array = pil_to_array(image, channels)
     except (OSError, ValueError, PIL.Image.DecompressionBombError) as e:
-        raise UserError(f"cannot read image {path}: {e}; fix or remove it, or pass --skip_bad") from None
+        raise UserError(f"cannot read image {path}: {e}") from None
     if resolution:
         array = centre_crop_resize(array, resolution, resize_filter)
     return hwc_to_chw(array)

@@ -39,7 +39,7 @@ def edges(images):
     return (dilated.astype(np.int16) - images.astype(np.int16)).clip(0, 255).astype(np.uint8)
 
 
-def _write_pair(tfrecord_dir, sources, command, overwrite, extra=None):
+def _write_pair(tfrecord_dir, sources, command, overwrite, extra=None, keep_identical=False):
     """sources: for A and B, (images NCHW uint8 array, labels or None) or (iterable of (name, chw), count,
     labels or None) to stream; returns the two counts."""
     dirs = pair_dirs(tfrecord_dir)
@@ -52,7 +52,8 @@ def _write_pair(tfrecord_dir, sources, command, overwrite, extra=None):
         if count == 0:
             raise UserError(f"{command}: domain {DOMAINS[k]} would be empty; check the source")
         meta = dict(command=command, domain=DOMAINS[k], partner=os.path.abspath(dirs[1 - k]), **(extra or {}))
-        counts.append(tool.write_dataset(path, items, count, labels, overwrite, meta))
+        counts.append(tool.write_dataset(path, items, count, labels, overwrite, meta,
+                                         keep_identical=keep_identical))
     return counts
 
 
@@ -75,7 +76,7 @@ def create_digits_edge(tfrecord_dir, resolution=16, shuffle=True, overwrite=Fals
     images, labels = tool.digits_arrays(resolution)
     (ia, la), (ib, lb) = _halves(images, tool.one_hot(labels, 10), shuffle)
     return _write_pair(tfrecord_dir, [(ia, la), (edges(ib), lb)], "create_digits_edge", overwrite,
-                       dict(source="sklearn.datasets.load_digits", shuffled=bool(shuffle)))
+                       dict(source="sklearn.datasets.load_digits", shuffled=bool(shuffle)), keep_identical=True)
 
 
 def read_celeba_attributes(celeba_dir):

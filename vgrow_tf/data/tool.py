@@ -6,6 +6,7 @@ shuffle (RandomState(123)) where the source allows random access, and writes thr
 """
 import collections
 import concurrent.futures
+import contextlib
 import glob
 import gzip
 import os
@@ -49,18 +50,40 @@ def one_hot(labels, num_classes=None):
 
 
 def write_dataset(tfrecord_dir, images, count, labels=None, overwrite=False, metadata=None,
-                  desc="Adding"):
+                  desc="Adding", keep_identical=False):
     """Writes (name, chw) pairs from `images`; returns the number written.
 
     `labels` is an array [N, dim], or a callable returning one once the images are consumed.
+    `keep_identical`: an existing dataset with exactly these bytes is kept, not refused (cheap sources
+    such as the digits demo, so running it twice works).
     """
-    with writer_lib.TFRecordExporter(tfrecord_dir, overwrite=overwrite, metadata=metadata) as tfr:
-        for name, chw in tqdm(images, total=count, desc=desc, unit="img", mininterval=1.0):
-            tfr.add_image(chw, name)
+    with writer_lib.TFRecordExporter(tfrecord_dir, overwrite=overwrite, metadata=metadata,
+                                     keep_identical=keep_identical) as tfr:
+        with progress_bar(total=count, desc=desc, unit="img") as bar:
+            for name, chw in images:
+                tfr.add_image(chw, name)
+                bar.update()
         if labels is not None:
             tfr.add_labels(labels() if callable(labels) else labels)
-    print(f"Added {tfr.num_images} images to {tfrecord_dir}.")
+    if tfr.found_identical:
+        print(f"{tfrecord_dir} already holds this dataset ({tfr.num_images} images, identical); left as is.")
+    else:
+        print(f"Added {tfr.num_images} images to {tfrecord_dir}.")
     return tfr.num_images
+
+
+@contextlib.contextmanager
+def progress_bar(**kwargs):
+    """A tqdm bar on a terminal only (captured output gets the summary lines), erased on an error so
+    the error line stands alone."""
+    bar = tqdm(disable=None, mininterval=1.0, **kwargs)
+    try:
+        yield bar
+    except BaseException:
+        bar.leave = False
+        bar.close()
+        raise
+    bar.close()
 
 
 def array_images(chw_array, order):
@@ -84,20 +107,25 @@ def create_from_images(tfrecord_dir, image_dir, shuffle=True, resolution=None, r
                        channels=None, skip_bad=False, overwrite=False):
     """A folder of images (recursive). Same-size power-of-two images unless `resolution` is given."""
     if resolution is not None:
-        writer_lib.check_shape((3, resolution, resolution), f"--resolution {resolution}")
+        writer_lib.check_resolution(resolution)
     files = image_lib.list_image_files(image_dir)
     print(f"Detected {len(files)} images in {image_dir}.")
     order = order_for(len(files), shuffle)
-    if channels is None:  # the first file (in sorted order) fixes the channel count, as in NVIDIA's tool
-        channels = image_lib.load_image_file(files[0]).shape[0]
     skipped = []
+    if channels is None:  # the first readable file (in sorted order) fixes the channel count, as NVIDIA's
+        channels = _first_channels(files, skip_bad, skipped)
+    bad = set(skipped)
 
     def load(path):
+        if path in bad:
+            return path, None
         try:
             return path, image_lib.load_image_file(path, channels, resolution, resize_filter)
-        except UserError:
+        except UserError as e:
             if not skip_bad:
-                raise
+                raise UserError(f"{e}; fix or remove it, or pass --skip_bad to skip unreadable files") \
+                    from None
+            print(f"Skipping {e}", flush=True)
             skipped.append(path)
             return path, None
 
@@ -107,8 +135,28 @@ def create_from_images(tfrecord_dir, image_dir, shuffle=True, resolution=None, r
     count = write_dataset(tfrecord_dir, ((p, x) for p, x in loaded if x is not None), len(files),
                           overwrite=overwrite, metadata=metadata)
     if skipped:
-        print(f"Skipped {len(skipped)} unreadable files (first: {skipped[0]}).")
+        print(f"Skipped {len(skipped)} unreadable file(s): {', '.join(skipped[:5])}"
+              f"{' ...' if len(skipped) > 5 else ''}")
     return count
+
+
+def _first_channels(files, skip_bad, skipped):
+    """Channels of the first readable file; with `skip_bad`, unreadable ones before it are skipped."""
+    for path in files:
+        try:
+            channels = image_lib.load_image_file(path).shape[0]
+        except UserError as e:
+            if not skip_bad:
+                raise UserError(f"{e}; fix or remove it, or pass --skip_bad to skip unreadable files") \
+                    from None
+            print(f"Skipping {e}", flush=True)
+            skipped.append(path)
+            continue
+        kind = "grayscale" if channels == 1 else "RGB"
+        print(f"The first image ({path}) is {kind}, so the dataset is {kind}; "
+              f"--channels {3 if channels == 1 else 1} makes it {'RGB' if channels == 1 else 'grayscale'}.")
+        return channels
+    raise UserError(f"none of the {len(files)} image files could be read")
 
 
 # -- classic datasets ------------------------------------------------------------------------------
@@ -390,15 +438,16 @@ def create_digits(tfrecord_dir, resolution=8, shuffle=True, overwrite=False):
     order = order_for(len(images), shuffle)
     return write_dataset(tfrecord_dir, array_images(images, order), len(images), one_hot(labels, 10)[order],
                          overwrite, dict(source="sklearn.datasets.load_digits", command="create_digits",
-                                         shuffled=bool(shuffle)))
+                                         shuffled=bool(shuffle)), keep_identical=True)
 
 
 # -- inspection ------------------------------------------------------------------------------------
 
-def info(tfrecord_dir):
-    """A dict describing a dataset directory (also verifies every record of the top level reads)."""
+def info(tfrecord_dir, data_root="datasets"):
+    """A dict describing a dataset directory, or a bare name under data_root as train.py --dataset
+    takes it (also verifies every record of the top level reads)."""
     from vgrow_tf.data import reader
-    dataset_info = reader.inspect_dataset(tfrecord_dir)
+    dataset_info = reader.inspect_dataset(reader.resolve_dataset(tfrecord_dir, data_root))
     count = reader.count_records(dataset_info, dataset_info.resolution)
     summary = dict(path=dataset_info.path, resolution=dataset_info.resolution, channels=dataset_info.channels,
                    num_images=count, levels=dataset_info.levels, label_size=dataset_info.label_size)
@@ -414,7 +463,7 @@ def extract(tfrecord_dir, output_dir, resolution=None):
     os.makedirs(output_dir, exist_ok=True)
     count = 0
     for count, chw in enumerate(tqdm(reader.iterate_uint8(dataset_info, resolution), total=dataset_info.num_images,
-                                     desc="Extracting", unit="img", mininterval=1.0), 1):
+                                     desc="Extracting", unit="img", mininterval=1.0, disable=None), 1):
         array = chw[0] if chw.shape[0] == 1 else chw.transpose(1, 2, 0)
         PIL.Image.fromarray(array).save(os.path.join(output_dir, f"img{count - 1:08d}.png"))
     print(f"Extracted {count} images to {output_dir}.")

@@ -58,16 +58,39 @@ def check_shape(shape, name="image"):
         raise UserError(f"{name} is {w}x{h}, not a power of two >= 4; pass --resolution N to resize")
 
 
+def _same_bytes(path_a, path_b):
+    with open(path_a, "rb") as a, open(path_b, "rb") as b:
+        return a.read() == b.read()
+
+
+def _same_records(path_a, path_b):
+    """Whether two tfrecord files hold equal examples (protobuf may order the feature map differently
+    from one process to the next, so equal examples need not be equal bytes)."""
+    import itertools
+    pairs = itertools.zip_longest(*(tf.data.TFRecordDataset(p).as_numpy_iterator() for p in (path_a, path_b)))
+    return all(a == b or (a is not None and b is not None
+                          and tf.train.Example.FromString(a) == tf.train.Example.FromString(b)) for a, b in pairs)
+
+
+def check_resolution(resolution):
+    """A UserError unless a requested --resolution is a power of two >= 4."""
+    if resolution < 4 or resolution & (resolution - 1):
+        nearest = 2 ** max(2, round(np.log2(max(resolution, 1))))
+        raise UserError(f"--resolution {resolution} is not a power of two >= 4; use e.g. --resolution {nearest}")
+
+
 class TFRecordExporter:
     """Context manager: `with TFRecordExporter(dir) as tfr: tfr.add_image(chw); tfr.add_labels(l)`.
 
     The target appears only when the `with` block ends without an exception.
     """
 
-    def __init__(self, tfrecord_dir, overwrite=False, metadata=None):
+    def __init__(self, tfrecord_dir, overwrite=False, metadata=None, keep_identical=False):
         self.tfrecord_dir = os.path.abspath(tfrecord_dir.rstrip("/\\"))
         self.name = os.path.basename(self.tfrecord_dir)
         self.overwrite = overwrite
+        self.keep_identical = keep_identical  # an existing identical dataset is kept, not refused
+        self.found_identical = False
         self.metadata = dict(metadata or {})
         self.shape = None
         self.num_images = 0
@@ -80,9 +103,8 @@ class TFRecordExporter:
     def __enter__(self):
         if os.path.exists(self.tfrecord_dir) and not os.path.isdir(self.tfrecord_dir):
             raise UserError(f"{self.tfrecord_dir} exists and is not a directory")
-        if os.path.isdir(self.tfrecord_dir) and os.listdir(self.tfrecord_dir) and not self.overwrite:
-            raise UserError(f"{self.tfrecord_dir} already exists and is not empty; "
-                            "pass --overwrite to replace it or choose another directory")
+        if self._target_taken() and not self.keep_identical:
+            self._refuse_existing()
         parent = os.path.dirname(self.tfrecord_dir)
         try:
             os.makedirs(parent, exist_ok=True)
@@ -164,7 +186,32 @@ class TFRecordExporter:
             json.dump(info, f, indent=2)
         self._swap_into_place()
 
+    def _target_taken(self):
+        return os.path.isdir(self.tfrecord_dir) and bool(os.listdir(self.tfrecord_dir)) and not self.overwrite
+
+    def _refuse_existing(self, detail="already exists and is not empty"):
+        raise UserError(f"{self.tfrecord_dir} {detail}; pass --overwrite to replace it or choose another "
+                        "directory")
+
+    def _same_files(self):
+        names = sorted(os.listdir(self.tmp_dir))
+        if names != sorted(os.listdir(self.tfrecord_dir)):
+            return False
+        for name in names:
+            new, old = os.path.join(self.tmp_dir, name), os.path.join(self.tfrecord_dir, name)
+            same = _same_records(new, old) if name.endswith(".tfrecords") else _same_bytes(new, old)
+            if not same:
+                return False
+        return True
+
     def _swap_into_place(self):
+        if self._target_taken():  # only with keep_identical: an identical dataset stays, another is refused
+            identical = self._same_files()
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            if not identical:
+                self._refuse_existing("already holds a different dataset")
+            self.found_identical = True
+            return
         old = None
         if os.path.isdir(self.tfrecord_dir):
             if os.listdir(self.tfrecord_dir):

@@ -65,7 +65,7 @@ class Evaluator:
     def __init__(self, dataset_path, metrics, feature_net=None, inception_path=None, pr_feature_net=None,
                  vgg16_path=None, lpips_path=None, mirror_augment=False, repeats=1, batch_size=64, seed=1000,
                  truncation_psi=None, ref_stats=None, cache_dir=None, strategy=None, progress=True,
-                 domain="a", use_cache=True, log=None, refine=None):
+                 domain="a", use_cache=True, log=None, refine=None, source_format=None):
         from vgrow_tf import data as data_lib
         self.specs = parse_metrics(metrics)
         if not dataset_path and any(s.needs_reals for s in self.specs) and not (
@@ -74,7 +74,9 @@ class Evaluator:
         self.info = data_lib.inspect_dataset(dataset_path) if dataset_path else None
         self.dataset_path = dataset_path
         self.feature_net_name = feature_net or os.environ.get("VGROW_FEATURE_NET") or DEFAULT_FEATURE_NET
-        self.pr_net_name = pr_feature_net or os.environ.get("VGROW_PR_FEATURE_NET") or DEFAULT_PR_FEATURE_NET
+        # Precision/recall: --pr_feature_net, else a --feature_net the user chose, else VGG16 (SG2-ADA).
+        self.pr_net_name = (pr_feature_net or os.environ.get("VGROW_PR_FEATURE_NET") or feature_net
+                            or DEFAULT_PR_FEATURE_NET)
         self.inception_path, self.vgg16_path, self.lpips_path = inception_path, vgg16_path, lpips_path
         self.mirror = bool(mirror_augment)
         self.repeats = int(repeats)
@@ -88,6 +90,7 @@ class Evaluator:
         self.ref_stats_path = ref_stats
         self.cache_dir, self.use_cache = cache_dir, use_cache
         self.strategy, self.progress = strategy, progress
+        self.source_format = source_format  # an original model's format (interop), None = detected
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._nets = {}
         self._lpips = None
@@ -97,6 +100,7 @@ class Evaluator:
         if self.refine and self.refine.get("corrector"):
             from vgrow_tf import snapshot as snapshot_lib
             self._corrector = snapshot_lib.load(self.refine["corrector"], expect_kind="dgflow_corrector")
+        self._note_few_reals()
         if any(s.kind == "ppl" for s in self.specs):  # fail before any work when the weights are missing
             from vgrow_tf.metrics import ppl
             self._lpips = ppl.load_lpips(lpips_path)
@@ -117,10 +121,9 @@ class Evaluator:
         record = {k: self.refine.get(k, v) for k, v in refine.DEFAULTS.items() if k != "save_every"}
         return dict(record, corrector=self.refine.get("corrector"))
 
-    def metric_name(self, spec, net):
-        default = DEFAULT_FEATURE_NET if spec.detector == "inception" else DEFAULT_PR_FEATURE_NET
-        name = spec.name if net is None or net.name == default else f"{spec.name}-{_short(net)}"
-        return name + ("-dgflow" if self.refine else "")
+    def metric_name(self, spec):
+        """The metric's own name (fid2k, kid2k, ...); the feature network is a field of its own."""
+        return spec.name + ("-dgflow" if self.refine else "")
 
     def _refined(self, snap, sampler, count, seed):
         """The stream's first `count` latents after DGflow (DGflow paper protocol: the same latents, refined,
@@ -141,6 +144,21 @@ class Evaluator:
             return count, False
         count = spec.num_reals if spec.cycle_reals else min(spec.num_reals, total)
         return count, self.mirror
+
+    def _note_few_reals(self):
+        """Says when the dataset has fewer reals than a metric asks for, and what is done instead."""
+        if self.info is None:
+            return
+        for spec in self.specs:
+            if not spec.needs_reals or spec.num_reals is None or spec.num_reals <= self.info.num_images:
+                continue
+            if self.ref_stats is not None and spec.kind == "fid":
+                continue
+            count, _ = self._real_plan(spec)
+            how = (f"cycling them to {count}, as StyleGAN does" if count > self.info.num_images
+                   else f"using all {count}")
+            self.log(f"Note: {spec.name} asks for {spec.num_reals} reals but {self.dataset_path} has "
+                     f"{self.info.num_images}; {how}")
 
     def _cache_items(self, net, count, mirror, what):
         return dict(dataset=reference.dataset_fingerprint(self.info), net=net.name, digest=net.digest,
@@ -233,7 +251,7 @@ class Evaluator:
     # --- one snapshot -----------------------------------------------------------------------------
     def evaluate(self, snapshot_path):
         from vgrow_tf import snapshot as snapshot_lib
-        snap = snapshot_lib.load(snapshot_path)
+        snap = snapshot_lib.load(snapshot_path, source_format=self.source_format)
         if snap.latent_dim <= 0:
             raise UserError(f"{snapshot_path} is a '{snap.kind}' snapshot without a generator; metrics need "
                             "a generator snapshot")
@@ -257,7 +275,7 @@ class Evaluator:
             values = per_repeat[s.name]
             for part in values[0]:
                 vals = [v[part][0] for v in values]
-                metric = self.metric_name(s, net) + ("" if part == "value" else f"_{part}")
+                metric = self.metric_name(s) + ("" if part == "value" else f"_{part}")
                 result = dict(metric=metric, value=float(np.mean(vals)), snapshot=os.path.abspath(snapshot_path),
                               snapshot_name=name, kimg=kimg, num_fakes=s.num_fakes, repeats=self.repeats,
                               feature_net=(net.label if net else f"LPIPS {self.lpips_path}"),
@@ -325,10 +343,18 @@ def _fmt_time(seconds):
     return f"{s // 3600}h {s // 60 % 60:02d}m" if s >= 3600 else (f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s")
 
 
+def display_scale(result):
+    """KID is shown x10^3, as StyleGAN2-ADA reports it; files and JSON keep the plain value."""
+    return 1e3 if result["metric"].startswith("kid") else 1.0
+
+
 def format_result(result):
-    value = f"{result['value']:.4f}"
+    scale = display_scale(result)
+    value = f"{result['value'] * scale:.4f}"
     if result.get("std") is not None:
-        value += f" ± {result['std']:.4f}"
+        value += f" ± {result['std'] * scale:.4f}"
+    if scale != 1.0:
+        value += " (x10^3)"
     label = "" if result.get("comparable") else f"  [{result.get('feature_net')}]"
     return (f"{result.get('snapshot_name', ''):<28s} time {_fmt_time(result.get('seconds', 0)):<8s} "
             f"{result['metric']} {value}{label}")
@@ -345,10 +371,12 @@ def append_results(run_dir, results):
 
 
 def format_table(results):
-    rows = [("snapshot", "metric", "value", "std", "feature net")]
+    has_kid = any(display_scale(r) != 1.0 for r in results)
+    rows = [("snapshot", "metric", "value (KID x10^3)" if has_kid else "value", "std", "feature net")]
     for r in results:
-        rows.append((r.get("snapshot_name", ""), r["metric"], f"{r['value']:.4f}",
-                     "" if r.get("std") is None else f"{r['std']:.4f}", str(r.get("feature_net", ""))))
+        scale = display_scale(r)
+        rows.append((r.get("snapshot_name", ""), r["metric"], f"{r['value'] * scale:.4f}",
+                     "" if r.get("std") is None else f"{r['std'] * scale:.4f}", str(r.get("feature_net", ""))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -378,7 +406,7 @@ def list_snapshots(run_dir, snapshot_kimg=None):
 def evaluate_snapshot(snapshot_path, dataset_path, metrics, run_dir=None, **kw):
     """Computes `metrics` (names or a comma-separated string) on one snapshot; appends the results to
     run_dir's metric files when run_dir is given. Returns a list of dicts with `metric`, `value`, ..."""
-    if not os.path.isfile(snapshot_path):
+    if not (os.path.exists(snapshot_path) or os.path.isfile(snapshot_path + ".index")):  # or a TF1 checkpoint
         raise UserError(f"snapshot {snapshot_path} does not exist")
     if run_dir:  # during training: the run's own settings where the caller gave none
         options = _read_run_options(run_dir)

@@ -27,7 +27,7 @@ FAMILY_MODULES = {
 }
 
 
-def _available(module_name):
+def available(module_name):
     try:
         return importlib.util.find_spec(module_name) is not None
     except ModuleNotFoundError:
@@ -38,7 +38,7 @@ def get_family(kind):
     module_name = FAMILY_MODULES.get(kind)
     if module_name is None:
         raise UserError(f"unknown model kind '{kind}'; known: {', '.join(sorted(FAMILY_MODULES))}")
-    if not _available(module_name):
+    if not available(module_name):
         raise UserError(f"model kind '{kind}' is not implemented in this version of vgrow_tf")
     return importlib.import_module(module_name)
 
@@ -47,7 +47,7 @@ def all_families():
     """Every family module that exists in this installation (each once)."""
     seen = []
     for module_name in dict.fromkeys(FAMILY_MODULES.values()):
-        if _available(module_name):
+        if available(module_name):
             module = importlib.import_module(module_name)
             if module not in seen:
                 seen.append(module)

@@ -30,6 +30,7 @@ import tensorflow as tf
 from vgrow_tf import data as data_lib
 from vgrow_tf import layers, losses
 from vgrow_tf.errors import UserError
+from vgrow_tf.sampling.images import side_by_side
 from vgrow_tf.training import ema as ema_lib
 from vgrow_tf.training.options import Option
 from vgrow_tf.training.steps import apply_if_finite, host_stats, make_adam, reduce_sum, scale_loss
@@ -648,7 +649,7 @@ class Trainer:
                           randomize_noise=False)
         ups = upsample_scales(scales, self.resolution)
         out = {f"{s.shape[1]}x{s.shape[1]}/fakes": u for s, u in zip(scales, ups)}
-        out["fakes"] = np.concatenate(ups, axis=2)
+        out["fakes"] = side_by_side(ups, gap=1, gap_value=0.0)  # 1 px mid-grey between scales
         return out
 
     # -- data ------------------------------------------------------------------------------------

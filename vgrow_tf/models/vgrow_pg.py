@@ -47,8 +47,8 @@ OPTIONS = [
     Option("target_gp", 1.0, "Gradient-penalty target norm.", "float"),
     Option("coef_smoothing", 0.99, "EMA coefficient of the smoothed generator Gs.", "float"),
     Option("resume_training", False, "Original VGrow resume flag: same as --resume.", "bool"),
-    Option("resume_num", None, "With --resume_training: resume from the checkpoint at this image count.",
-           "integer"),
+    Option("resume_num", None, "With --resume_training: resume from the checkpoint at this image count "
+           "(as the original), or at this kimg (the number in snapshot names).", "integer"),
     Option("fmaps", None, "Feature maps per layer (default 256 up to 128 px, 128 above).", "integer"),
     Option("learning_rate", None, "Adam learning rate (VGrow-PG 1e-3, MSG 3e-3, ...).", "float"),
     Option("fix_4x4_pixelnorm", False, "Pixel-normalise the 4x4 block over channels (the original "

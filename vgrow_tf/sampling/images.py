@@ -46,6 +46,20 @@ def save_image(path, image):
     return path
 
 
-def save_grid(path, images, rows, cols, padding=0):
-    """Quantises [-1, 1] NHWC images and saves them as a rows x cols grid."""
-    return save_image(path, make_grid(to_uint8(images), rows, cols, padding))
+def save_grid(path, images, rows, cols, padding=0, gap_value=-1.0):
+    """Quantises [-1, 1] NHWC images and saves them as a rows x cols grid; `padding` px of
+    `gap_value` (in [-1, 1]) between cells."""
+    gap = int(to_uint8(gap_value))
+    return save_image(path, make_grid(to_uint8(images), rows, cols, padding, pad_value=gap))
+
+
+def side_by_side(image_lists, gap=0, gap_value=-1.0):
+    """[N, H, W_k, C] arrays in [-1, 1] joined along the width, `gap` px of `gap_value` between them
+    (a multi-scale sheet's separator between scales)."""
+    parts = []
+    for k, images in enumerate(image_lists):
+        images = np.asarray(images)
+        if k and gap:
+            parts.append(np.full(images.shape[:2] + (gap,) + images.shape[3:], gap_value, images.dtype))
+        parts.append(images)
+    return np.concatenate(parts, axis=2)

@@ -19,6 +19,7 @@ from vgrow_tf.sampling.images import make_grid, save_grid, save_image, to_uint8,
 MULTISCALE_KINDS = ("msg_stylegan", "msg_progan")
 TRUNCATION_KINDS = ("msg_stylegan",)
 NOISE_KINDS = ("msg_stylegan",)
+SEPARATOR_VALUE = 0.0  # mid-grey between the scales of multi-scale sheets: visible on dark and light images
 
 
 def _explicit_params(fn):
@@ -40,13 +41,15 @@ def supports(snap, kwarg):
 
 
 def generation_kwargs(snap, truncation_psi=None, randomize_noise=None):
-    """Keyword arguments for Snapshot.generate; a UserError for options the model lacks."""
+    """Keyword arguments for Snapshot.generate. Truncation on a model without it is ignored with a
+    notice; --randomize_noise on a model without noise inputs is a UserError."""
     kw = {}
     if truncation_psi is not None:
-        if not supports(snap, "truncation_psi"):
-            raise UserError(f"--truncation_psi needs a StyleGAN-type snapshot; {snap.path} is a {snap.kind} "
-                            "model without truncation")
-        kw["truncation_psi"] = float(truncation_psi)
+        if supports(snap, "truncation_psi"):
+            kw["truncation_psi"] = float(truncation_psi)
+        else:  # so one command line (e.g. the README's video example) works for every model
+            print(f"Note: --truncation_psi is ignored: {snap.path} is a {snap.kind} model without truncation",
+                  flush=True)
     if supports(snap, "randomize_noise"):
         kw["randomize_noise"] = bool(randomize_noise)
     elif randomize_noise:
@@ -194,11 +197,13 @@ def save_multiscale(snap, out_dir, seeds, gen_kw=None, scales=None, num_cols=Non
     cols = num_cols or len(ups)
     rows = -(-len(ups) // cols)
     paths = []
+    grey = int(to_uint8(SEPARATOR_VALUE))
     for i, seed in enumerate(seeds):
         tiles = to_uint8(np.stack([u[i] for u in ups]))
-        paths.append(save_image(os.path.join(out_dir, _name(seed)), make_grid(tiles, rows, cols, padding)))
+        paths.append(save_image(os.path.join(out_dir, _name(seed)), make_grid(tiles, rows, cols, padding, grey)))
     sheet = np.stack([u[i] for i in range(len(seeds)) for u in ups])
-    paths.append(save_grid(os.path.join(out_dir, "multiscale.png"), sheet, len(seeds), len(ups), padding))
+    paths.append(save_grid(os.path.join(out_dir, "multiscale.png"), sheet, len(seeds), len(ups), padding,
+                           SEPARATOR_VALUE))
     return paths
 
 
@@ -220,7 +225,10 @@ def save_video(snap, path, num_points=12, transition_points=60, smoothing=1.0, s
     else:
         def render(z):
             return snap.generate(z, **gen_kw)
-    frames = video_lib.render_walk(path, walk, render, fps=fps, batch_size=batch_size, resize=resize)
+    from tqdm import tqdm
+    with tqdm(total=len(walk), desc="Rendering", unit="frame", mininterval=0.5) as bar:
+        frames = video_lib.render_walk(path, walk, render, fps=fps, batch_size=batch_size, resize=resize,
+                                       progress=lambda done, total: bar.update(done - bar.n))
     print(f"wrote {frames} frames ({frames / fps:.1f} s at {fps:g} fps) to {path}")
     return [path]
 

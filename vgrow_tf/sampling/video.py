@@ -113,13 +113,22 @@ def read_video(path):
 
 
 def resize_images(images, size, method="bicubic"):
-    """NHWC [-1, 1] floats resized to size = (H, W) (bicubic, as the original video script), clipped."""
+    """NHWC [-1, 1] floats resized to size = (H, W) (bicubic, as the original video script), clipped.
+    Another aspect ratio than the images' is letterboxed (fitted inside, black bars), not stretched."""
     import tensorflow as tf
     h, w = int(size[0]), int(size[1])
     if h <= 0 or w <= 0:
         raise UserError(f"--resize needs two positive integers H W, not {size}")
-    out = tf.image.resize(tf.convert_to_tensor(images, tf.float32), [h, w], method=method).numpy()
-    return np.clip(out, -1.0, 1.0)
+    x = tf.convert_to_tensor(images, tf.float32)
+    if same_aspect(x.shape[1:3], (h, w)):
+        out = tf.image.resize(x, [h, w], method=method)
+    else:  # resize_with_pad pads with 0, which is mid-grey in [-1, 1]: shift so the bars are black
+        out = tf.image.resize_with_pad(x + 1.0, h, w, method=method) - 1.0
+    return np.clip(out.numpy(), -1.0, 1.0)
+
+
+def same_aspect(size_a, size_b):
+    return int(size_a[0]) * int(size_b[1]) == int(size_a[1]) * int(size_b[0])
 
 
 def scales_frame(scales, indices, num_cols=None, padding=0):
@@ -141,6 +150,9 @@ def render_walk(path, latents, render, fps=24, batch_size=16, resize=None, progr
     with VideoWriter(path, fps) as writer:
         for i in range(0, len(latents), batch_size):
             frames = render(latents[i:i + batch_size])
+            if resize and i == 0 and not same_aspect(frames.shape[1:3], resize):
+                print(f"Note: frames are {frames.shape[2]}x{frames.shape[1]}; --resize {resize[0]},{resize[1]} "
+                      "(H,W) has another aspect ratio, so they are letterboxed with black bars", flush=True)
             if resize:
                 frames = resize_images(frames, resize)
             for frame in to_uint8(frames):

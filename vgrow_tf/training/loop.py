@@ -14,7 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from vgrow_tf import models, snapshot
-from vgrow_tf.errors import UserError
+from vgrow_tf import data as data_lib
+from vgrow_tf.errors import Interrupted, UserError
 from vgrow_tf.sampling import images as image_io
 from vgrow_tf.training import options as options_lib
 from vgrow_tf.training import run_dir as run_dir_lib
@@ -84,6 +85,9 @@ def checkpointable(item):
     return item
 
 
+GRID_GAP, GRID_GAP_VALUE = 2, 0.0  # 2 px of mid-grey between grid cells, visible on dark and light images
+
+
 def _next_multiple(nimg, every_nimg):
     return (nimg // every_nimg + 1) * every_nimg
 
@@ -95,29 +99,66 @@ class CheckpointKeeper:
     file (a SIGKILL in between leaves the state listing a deleted checkpoint), this writes the new
     checkpoint, then atomically rewrites the state to list only the kept ones, then deletes the rest:
     at every instant the state file lists complete checkpoints only.
+
+    The state file names checkpoints by file name only and is read the same way, so a run directory
+    given relative, absolute, with `./` or `..`, or moved after training resumes and prunes alike.
     """
+
+    STATE_FILE = "checkpoint"  # the name tf.train.latest_checkpoint reads
 
     def __init__(self, checkpoint, directory, keep):
         self.checkpoint, self.directory, self.keep = checkpoint, directory, keep
 
+    def _names(self):
+        """(latest, listed) file names from the state file; any directory part in it is ignored."""
+        state = tf.train.get_checkpoint_state(self.directory, self.STATE_FILE)
+        if not state or not state.model_checkpoint_path:
+            return None, []
+        return (os.path.basename(state.model_checkpoint_path),
+                [os.path.basename(p) for p in state.all_model_checkpoint_paths])
+
     @property
     def checkpoints(self):
-        state = tf.train.get_checkpoint_state(self.directory)
-        return list(state.all_model_checkpoint_paths) if state else []
+        return [os.path.join(self.directory, name) for name in self._names()[1]]
 
     @property
     def latest_checkpoint(self):
-        return tf.train.latest_checkpoint(self.directory)
+        latest = self._names()[0]
+        path = latest and os.path.join(self.directory, latest)
+        return path if path and tf.io.gfile.exists(path + ".index") else None
+
+    def _write_state(self, latest, kept):
+        lines = [f'model_checkpoint_path: "{latest}"'] + [f'all_model_checkpoint_paths: "{n}"' for n in kept]
+        state = os.path.join(self.directory, self.STATE_FILE)
+        tmp = f"{state}.tmp-{os.getpid()}"
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        tf.io.gfile.rename(tmp, state, overwrite=True)  # atomic on local and POSIX file systems
+
+    def find(self, number):
+        """The kept checkpoint at `number` images (the original's --resume_num), else the newest one
+        whose kimg, as in snapshot names, is `number`."""
+        names = [os.path.basename(p) for p in self.checkpoints]
+        nimgs = [int(n.rsplit("-", 1)[1]) for n in names]
+        if number in nimgs:
+            return os.path.join(self.directory, f"ckpt-{number}")
+        by_kimg = [n for n in nimgs if n // 1000 == number]
+        if by_kimg:
+            return os.path.join(self.directory, f"ckpt-{max(by_kimg)}")
+        available = ", ".join(f"{n} ({n // 1000} kimg)" for n in nimgs) or "none"
+        raise UserError(f"--resume_num {number}: no checkpoint at {number} images or {number} kimg in "
+                        f"{self.directory}; available: {available}")
 
     def save(self, checkpoint_number):
         self.checkpoint.save_counter.assign_add(1)  # as CheckpointManager does, so restores match it
-        path = self.checkpoint.write(os.path.join(self.directory, f"ckpt-{checkpoint_number}"))
-        listed = [p for p in self.checkpoints if p != path] + [path]
+        name = f"ckpt-{checkpoint_number}"
+        path = self.checkpoint.write(os.path.join(self.directory, name))
+        listed = [n for n in self._names()[1] if n != name] + [name]
         kept = listed[-self.keep:] if self.keep else listed
-        tf.compat.v1.train.update_checkpoint_state(  # atomic rename inside; relative names survive a move
-            self.directory, os.path.basename(path), [os.path.basename(p) for p in kept])
+        self._write_state(name, kept)
         for stale in listed[:len(listed) - len(kept)]:
-            for file in tf.io.gfile.glob(stale + ".index") + tf.io.gfile.glob(stale + ".data-?????-of-?????"):
+            prefix = os.path.join(self.directory, stale)
+            for file in tf.io.gfile.glob(prefix + ".index") + tf.io.gfile.glob(prefix + ".data-?????-of-?????"):
                 tf.io.gfile.remove(file)
         return path
 
@@ -137,15 +178,18 @@ class TrainingSession:
         self.manager = CheckpointKeeper(self.checkpoint, ckpt_dir, options.keep_checkpoints)
         self.writer = tf.summary.create_file_writer(run_dir) if chief else tf.summary.create_noop_writer()
 
+    def close(self):
+        self.writer.close()
+
     # --- persistence -------------------------------------------------------------------------
     def restore(self):
         path = self.manager.latest_checkpoint
         resume_num = getattr(self.options, "resume_num", None)
         if resume_num is not None:  # the original --resume_training --resume_num N
-            path = os.path.join(self.manager.directory, f"ckpt-{resume_num}")
-            if not tf.io.gfile.exists(path + ".index"):
-                raise UserError(f"no checkpoint at {resume_num} images in {self.manager.directory}; "
-                                f"available: {', '.join(os.path.basename(p) for p in self.manager.checkpoints)}")
+            path = self.manager.find(resume_num)
+        if path is None:
+            raise UserError(f"--resume: no complete checkpoint in {self.manager.directory}; "
+                            "start a new run without --resume")
         self.checkpoint.restore(path).assert_existing_objects_matched()
         self.trainer.after_restore(int(self.progress.cur_nimg.numpy()))
         print(f"Resumed from {path} at {self.progress.cur_nimg.numpy() / 1000:.1f} kimg")
@@ -171,15 +215,30 @@ class TrainingSession:
         return path
 
     def save_grids(self, cur_nimg):
+        """Writes the trainer's grids; returns whether it has any."""
         if not self.chief:
-            return
+            return False
         kimg = cur_nimg // 1000
         rows, cols = self.options.num_row, self.options.num_line
+        grids = self.trainer.grids(rows * cols)
         with self.writer.as_default(step=cur_nimg):
-            for name, images in self.trainer.grids(rows * cols).items():
+            for name, images in grids.items():
                 path = os.path.join(self.run_dir, f"{name}{kimg:06d}.png")
-                image_io.save_grid(path, images, rows, cols)
+                image_io.save_grid(path, images, rows, cols, GRID_GAP, GRID_GAP_VALUE)
                 tf.summary.image(name, image_io.to_uint8(images[: min(8, len(images))]), max_outputs=8)
+        return bool(grids)
+
+    def save_reals(self):
+        """`reals.png`: training images in the layout of the fakes grids, to compare them with."""
+        if not getattr(self.trainer, "dataset_path", None):
+            return
+        rows, cols = self.options.num_row, self.options.num_line
+        resolution = getattr(self.trainer, "resolution", None)
+        dataset = data_lib.load_dataset(self.trainer.dataset_path, rows * cols, resolution=resolution,
+                                        shuffle=False, repeat=True)
+        for batch in dataset.take(1):  # iterated to its end, so no reader thread outlives this
+            image_io.save_grid(os.path.join(self.run_dir, "reals.png"), batch["image"].numpy(), rows, cols,
+                               GRID_GAP, GRID_GAP_VALUE)
 
     def run_metrics(self, snapshot_path, cur_nimg):
         if not (self.chief and self.options.metrics and snapshot_path):
@@ -193,15 +252,17 @@ class TrainingSession:
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self, total_nimg, tick_nimg, snapshot_nimg, stop):
+        """Trains to `total_nimg`; returns the final snapshot's path, or None when a signal stopped it."""
         opts = self.options
         cur_nimg = int(self.progress.cur_nimg.numpy())
         next_tick = _next_multiple(cur_nimg, tick_nimg)
         next_snapshot = _next_multiple(cur_nimg, snapshot_nimg)
         tick_stats = collections.defaultdict(list)
-        tick_start_time, tick_start_nimg = time.time(), cur_nimg
+        clock = TickClock(cur_nimg, total_nimg, float(self.progress.elapsed_sec.numpy()))
         consecutive_nonfinite, last_good_ckpt = 0, self.manager.latest_checkpoint
-        if cur_nimg == 0:
-            self.save_grids(0)
+        snapshot_path = None
+        if cur_nimg == 0 and self.save_grids(0):
+            self.save_reals()
         while cur_nimg < total_nimg:
             stats = self.trainer.train_iteration(cur_nimg)
             cur_nimg += int(stats.pop("nimg"))
@@ -219,38 +280,43 @@ class TrainingSession:
             for key, value in stats.items():
                 tick_stats[key].append(float(value))
 
+            if stop.signal:  # no tick line: a partial tick's timings would mislead
+                self.progress.elapsed_sec.assign(clock.elapsed())
+                path = self.save_checkpoint()
+                print(f"Stopped at {cur_nimg / 1000:.1f} kimg; checkpoint written to {path}. "
+                      f"Continue with --resume --run_dir={self.run_dir}", flush=True)
+                self.writer.flush()
+                return None
             done = cur_nimg >= total_nimg
-            if cur_nimg >= next_tick or done or stop.signal:
-                self.tick(cur_nimg, tick_stats, tick_start_time, tick_start_nimg)
+            if cur_nimg >= next_tick or done:
+                # ticks are numbered by the boundaries crossed; a last, partial one gets the next number
+                number = cur_nimg // tick_nimg + (0 if cur_nimg >= next_tick else 1)
+                self.tick(cur_nimg, number, tick_stats, clock)
                 next_tick = _next_multiple(cur_nimg, tick_nimg)
-                if cur_nimg >= next_snapshot or done or stop.signal:
-                    if not stop.signal:
-                        name = "network-final.h5" if done else f"network-snapshot-{cur_nimg // 1000:06d}.h5"
-                        snapshot_path = self.save_snapshot(name)
+                if cur_nimg >= next_snapshot or done:
+                    name = "network-final.h5" if done else f"network-snapshot-{cur_nimg // 1000:06d}.h5"
+                    snapshot_path = self.save_snapshot(name)
+                    self.progress.elapsed_sec.assign(clock.elapsed())
                     last_good_ckpt = self.save_checkpoint() or last_good_ckpt
                     next_snapshot = _next_multiple(cur_nimg, snapshot_nimg)
-                    if not stop.signal:
-                        self.run_metrics(snapshot_path, cur_nimg)
+                    self.run_metrics(snapshot_path, cur_nimg)
                 tick_stats.clear()
-                self.progress.elapsed_sec.assign_add(time.time() - tick_start_time)
-                tick_start_time, tick_start_nimg = time.time(), cur_nimg
-                if stop.signal:
-                    print(f"Stopped at {cur_nimg / 1000:.1f} kimg; checkpoint written. "
-                          f"Continue with --resume --run_dir={self.run_dir}")
-                    return cur_nimg
+                clock.start_tick(cur_nimg)
+        self.progress.elapsed_sec.assign(clock.elapsed())
         self.writer.flush()
-        return cur_nimg
+        return snapshot_path or os.path.join(self.run_dir, "network-final.h5")
 
-    def tick(self, cur_nimg, tick_stats, tick_start_time, tick_start_nimg):
-        elapsed = max(time.time() - tick_start_time, 1e-9)
-        nimg = max(cur_nimg - tick_start_nimg, 1)
+    def tick(self, cur_nimg, number, tick_stats, clock):
+        timing = clock.end_tick(cur_nimg)
         means = {k: float(np.mean(v)) for k, v in tick_stats.items() if v}
         scalars = dict(self.trainer.progress_scalars(cur_nimg))
-        line = [f"kimg {cur_nimg / 1000:9.1f}"]
+        line = [f"tick {number:<5d}", f"kimg {cur_nimg / 1000:9.1f}"]
         line += [f"{k} {v:g}" for k, v in scalars.items()]
+        line += [f"time {format_time(timing['elapsed'])}", f"sec/tick {timing['sec_per_tick']:.1f}",
+                 f"sec/kimg {timing['sec_per_kimg']:.2f}", f"ETA {format_time(timing['eta'])}"]
+        line += [f"{k} {v:.1f}GiB" for k, v in memory_gib().items()]
         line += [f"{k} {v:8.4f}" for k, v in means.items()]
-        line += [f"sec/kimg {elapsed / nimg * 1000:7.2f}", f"img/s {nimg / elapsed:8.1f}",
-                 f"nonfinite {int(self.progress.nonfinite_total.numpy())}"]
+        line += [f"nonfinite {int(self.progress.nonfinite_total.numpy())}"]
         print("  ".join(line), flush=True)
         if not self.chief:
             return
@@ -259,30 +325,100 @@ class TrainingSession:
                 tf.summary.scalar(f"Loss/{k}", v)
             for k, v in scalars.items():
                 tf.summary.scalar(f"Progress/{k}", v)
-            tf.summary.scalar("Timing/sec_per_kimg", elapsed / nimg * 1000)
-            tf.summary.scalar("Timing/img_per_sec", nimg / elapsed)
+            tf.summary.scalar("Timing/sec_per_kimg", timing["sec_per_kimg"])
+            tf.summary.scalar("Timing/img_per_sec", 1000.0 / max(timing["sec_per_kimg"], 1e-9))
             tf.summary.scalar("Progress/nonfinite_steps", int(self.progress.nonfinite_total.numpy()))
         self.save_grids(cur_nimg)
 
 
+def format_time(seconds):
+    """StyleGAN's compact durations: 42s, 12m 05s, 3h 07m, 2d 04h."""
+    s = int(round(max(seconds, 0)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s // 60 % 60:02d}m"
+    return f"{s // 86400}d {s // 3600 % 24:02d}h"
+
+
+_GPUS = None
+
+
+def memory_gib():
+    """{"cpumem": resident memory of this process, ["gpumem": peak of GPU 0]} in GiB."""
+    global _GPUS
+    out = {}
+    try:
+        with open("/proc/self/statm") as f:
+            out["cpumem"] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
+    except (OSError, ValueError, IndexError):
+        import resource
+        out["cpumem"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+    if _GPUS is None:
+        _GPUS = tf.config.list_logical_devices("GPU")
+    if _GPUS:
+        out["gpumem"] = tf.config.experimental.get_memory_info(_GPUS[0].name)["peak"] / 2 ** 30
+    return out
+
+
+class TickClock:
+    """Wall time of the run (earlier processes of a resumed run included), of the tick, and the ETA.
+
+    The ETA uses the speed since the end of this process's first tick, which includes tracing and
+    compilation and would make the estimate far too long.
+    """
+
+    def __init__(self, cur_nimg, total_nimg, elapsed_before):
+        self.total_nimg, self.elapsed_before = total_nimg, elapsed_before
+        self.process_start = time.time()
+        self.tick_start, self.tick_start_nimg = self.process_start, cur_nimg
+        self.rate_start = None  # (time, nimg) at the end of the first tick
+
+    def elapsed(self):
+        return self.elapsed_before + time.time() - self.process_start
+
+    def end_tick(self, cur_nimg):
+        now = time.time()
+        sec_per_tick = now - self.tick_start
+        sec_per_kimg = sec_per_tick / max(cur_nimg - self.tick_start_nimg, 1) * 1000
+        rate = sec_per_kimg
+        if self.rate_start and cur_nimg > self.rate_start[1]:
+            rate = (now - self.rate_start[0]) / (cur_nimg - self.rate_start[1]) * 1000
+        if self.rate_start is None:
+            self.rate_start = (now, cur_nimg)
+        return dict(elapsed=self.elapsed(), sec_per_tick=sec_per_tick, sec_per_kimg=sec_per_kimg,
+                    eta=max(self.total_nimg - cur_nimg, 0) / 1000 * rate)
+
+    def start_tick(self, cur_nimg):
+        self.tick_start, self.tick_start_nimg = time.time(), cur_nimg
+
+
 def train(options):
-    """Trains `options.model` as the options say; returns the run directory."""
+    """Trains `options.model` as the options say; returns the run directory.
+
+    Raises `errors.Interrupted` after writing a checkpoint when SIGINT/SIGTERM asked it to stop.
+    """
     family = models.get_family(options.model)
     trainer_cls = family.Trainer
     strategy = make_strategy(options.strategy)  # first: multi-worker needs a fresh TF runtime
     configure_runtime(options)
     dataset_info = trainer_cls.inspect_data(options)
     chief = is_chief(strategy)
-    run_dir = options.run_dir or default_run_dir(options, trainer_cls, dataset_info.name
-                                                 if dataset_info else options.model)
+    run_dir, note = run_dir_lib.choose(options.run_dir or default_run_dir(
+        options, trainer_cls, dataset_info.name if dataset_info else options.model), options.resume)
     identity = {k: getattr(options, k) for k in run_dir_lib.IDENTITY_OPTIONS}
     identity.update(trainer_cls.identity(options) if hasattr(trainer_cls, "identity") else {})
     identity["dataset"] = dataset_info.path if dataset_info else options.dataset
     run_dir_lib.prepare(run_dir, options, identity, options.resume, chief)
     tee = run_dir_lib.Tee(os.path.join(run_dir, "log.txt")) if chief else None
     stdout, sys.stdout = sys.stdout, (tee or sys.stdout)
+    session = None
     try:
         with StopRequested() as stop:
+            if note:
+                print(note, flush=True)
             trainer = trainer_cls(options, strategy, dataset_info)
             session = TrainingSession(options, trainer, strategy, run_dir, chief)
             if options.resume:
@@ -295,7 +431,16 @@ def train(options):
             snapshot_nimg = int((options.snapshot_kimg or defaults["snapshot_kimg"]) * 1000)
             print(f"Training {options.model} on {identity['dataset']} for {total / 1000:g} kimg "
                   f"in {run_dir} ({strategy.num_replicas_in_sync} replica(s))", flush=True)
-            session.run(total, tick_nimg, snapshot_nimg, stop)
+            final = session.run(total, tick_nimg, snapshot_nimg, stop)
+            if final is None:
+                raise Interrupted(stop.signal)
+            elapsed = float(session.progress.elapsed_sec.numpy())
+            print(f"Done: {int(session.progress.cur_nimg.numpy()) / 1000:g} kimg in {format_time(elapsed)}; "
+                  f"final snapshot {final}", flush=True)
     finally:
+        if session is not None:
+            session.close()
         sys.stdout = stdout
+        if tee:
+            tee.close()
     return run_dir

@@ -42,7 +42,8 @@ COMMON_OPTIONS = [
     _opt("tick_kimg", None, "Print a tick line, write TensorBoard scalars and a grid every this many kimg.",
          "float"),
     _opt("snapshot_kimg", None, "Write a snapshot and a checkpoint every this many kimg.", "float"),
-    _opt("resume", False, "Continue the run in --run_dir from its latest checkpoint."),
+    _opt("resume", False, "Continue the latest run in --run_dir (or its numbered siblings) from its latest "
+         "checkpoint. Without it, a run dir that holds a run gets a fresh numbered sibling."),
     _opt("strategy", "auto", "Distribution strategy.", "enum",
          ["auto", "one_device", "mirrored", "multi_worker"]),
     _opt("seed", 1234, "Random seed for weights, latents and data order."),
@@ -54,15 +55,57 @@ COMMON_OPTIONS = [
     _opt("jit_compile", False, "XLA-compile the training steps."),
     _opt("metrics", "", "Metrics to compute on each snapshot, e.g. fid10k (see run_metrics.py).", "list"),
     _opt("keep_checkpoints", 3, "How many recent checkpoints to keep."),
-    _opt("verbose", False, "Show Python tracebacks for user errors."),
+    _opt("verbose", False, "Show TensorFlow's start-up log lines and Python tracebacks of user errors "
+         "(also VGROW_VERBOSE=1)."),
 ]
 
 
-def _all_option_lists():
+def family_options(module_name):
+    """The OPTIONS list of a family module, read from its source without importing it.
+
+    Importing a family imports TensorFlow (seconds); `train.py --help` and flag parsing need only
+    the list. It is evaluated from the module's source with its literal module-level constants in
+    scope; a list built any other way is taken by importing the module.
+    """
+    import ast
+    import importlib
+    import importlib.util
+    spec = importlib.util.find_spec(module_name)
+    try:
+        with open(spec.origin, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        constants, expression = {}, None
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                name = node.targets[0].id
+                if name == "OPTIONS":
+                    expression = node.value
+                    continue
+                try:
+                    constants[name] = ast.literal_eval(node.value)
+                except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                    pass
+        if expression is not None:
+            scope = {"__builtins__": {}, "Option": Option, **constants}
+            return list(eval(compile(ast.Expression(expression), spec.origin, "eval"), scope))  # noqa: S307
+    except Exception:  # noqa: BLE001 - anything unusual: import the module instead
+        pass
+    return list(getattr(importlib.import_module(module_name), "OPTIONS", []))
+
+
+def model_options(model):
+    """The options of one model (--model=X), without the common ones."""
     from vgrow_tf import models  # late import: models import this module
+    module_name = models.FAMILY_MODULES.get(model)
+    return family_options(module_name) if module_name and models.available(module_name) else []
+
+
+def _all_option_lists():
+    from vgrow_tf import models
     yield COMMON_OPTIONS
-    for family in models.all_families():
-        yield getattr(family, "OPTIONS", [])
+    for module_name in dict.fromkeys(models.FAMILY_MODULES.values()):
+        if models.available(module_name):
+            yield family_options(module_name)
 
 
 def all_options():

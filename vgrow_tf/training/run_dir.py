@@ -29,6 +29,9 @@ class Tee:
     def isatty(self):
         return False
 
+    def close(self):
+        self.file.close()
+
 
 def _check_writable(path):
     try:
@@ -49,6 +52,45 @@ def checkpoint_dir(run_dir):
 def has_checkpoint(run_dir):
     ckpt = checkpoint_dir(run_dir)
     return os.path.isfile(os.path.join(ckpt, "checkpoint"))
+
+
+def _numbered_series(base):
+    """`base` and its existing numbered siblings `base-001`, `base-002`, ... as (number, path), in order."""
+    base = os.path.normpath(base)
+    parent, name = os.path.split(base)
+    series = [(0, base)]
+    try:
+        entries = os.listdir(parent or ".")
+    except OSError:
+        entries = []
+    for entry in entries:
+        suffix = entry[len(name) + 1:]
+        if entry.startswith(name + "-") and len(suffix) == 3 and suffix.isdigit() and int(suffix) > 0:
+            series.append((int(suffix), os.path.join(parent, entry)))
+    return sorted(series)
+
+
+def choose(base, resume):
+    """The run directory a run given `base` uses, and a note to print when it is not `base` itself.
+
+    As StyleGAN users expect, a new run never lands on an old one: when `base` already holds a run,
+    a fresh run goes to the next numbered sibling `base-NNN`. `--resume` continues the newest run
+    of the series (the highest-numbered directory holding a checkpoint).
+    """
+    series = _numbered_series(base)
+    if resume:
+        with_checkpoint = [path for _, path in series if has_checkpoint(path)]
+        chosen = with_checkpoint[-1] if with_checkpoint else base
+        note = f"--resume: continuing the latest run of {base}: {chosen}" if chosen != series[0][1] else None
+        return chosen, note
+    number, newest = series[-1]
+    if not has_checkpoint(newest):  # a run that died before its first checkpoint is reused
+        chosen = newest
+    else:
+        chosen = f"{os.path.normpath(base)}-{number + 1:03d}"
+    note = (f"{base} already holds a run; this new run writes to {chosen} "
+            "(pass --resume to continue the latest run instead)") if chosen != series[0][1] else None
+    return chosen, note
 
 
 def prepare(run_dir, options, identity, resume, chief=True):
