@@ -1,0 +1,62 @@
+"""Converts a model saved by an original code into a vgrow_tf snapshot (installed as vgrow-convert-snapshot).
+
+    python convert_snapshot.py ffhq/best_model.pkl ffhq.h5                  (msg-stylegan-tf pickle)
+    python convert_snapshot.py pgvgrow_run/networks-02400256.ckpt pg.h5     (PGVGrow checkpoint, or its run dir)
+    python convert_snapshot.py glo_train_dir/ glo.h5 --data_file=datasets/mnist/data.hdf5   (GLO-TF + codes)
+    python convert_snapshot.py scogan_run/ scogan.h5                        (SCoGAN's five model folders)
+
+Every tool that takes --snapshot also reads these files directly; converting once saves the conversion at
+each later run. The detected format and architecture are printed.
+"""
+import argparse
+import os
+
+from vgrow_tf.cli import common
+from vgrow_tf.errors import UserError, run_cli
+
+FORMATS = ["msg_stylegan_pkl", "pgvgrow_ckpt", "glo_tf_ckpt", "scogan_keras"]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog="\n".join(__doc__.split("\n")[1:]),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", help="the original model: a .pkl, a checkpoint prefix / file / run "
+                        "directory, or a SCoGAN run folder")
+    parser.add_argument("output", help="the snapshot to write (.h5)")
+    parser.add_argument("--kind", choices=FORMATS, help="the source's format (default: detected)")
+    parser.add_argument("--lod", type=float, help="PGVGrow: level of detail to use (default: from the "
+                        "checkpoint's image count and the original schedule)")
+    parser.add_argument("--data_file", help="GLO-TF: its data.hdf5 of learned codes (default: found in the "
+                        "original's layout beside the checkpoint)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv):
+    args = build_parser().parse_args(argv[1:])
+    if os.path.exists(args.output) and not args.overwrite:
+        raise UserError(f"{args.output} exists; pass --overwrite to replace it")
+    if os.path.dirname(args.output) and not os.path.isdir(os.path.dirname(args.output)):
+        raise UserError(f"the directory of {args.output} does not exist")
+    common.quiet_start(argv)
+    from vgrow_tf import interop
+    from vgrow_tf.interop import convert
+
+    source_format = args.kind or interop.detect(args.source)
+    if source_format is None:
+        raise UserError(f"{args.source} is not a model file of an original code ({', '.join(FORMATS)}); "
+                        "pass --kind to name its format")
+    options = {k: v for k, v in (("lod", args.lod), ("data_file", args.data_file)) if v is not None}
+    imported = convert.convert_to_snapshot(args.source, args.output, source_format, **options)
+    print(f"{args.source}: {source_format} -> {imported.kind} ({imported.summary})")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def run(argv=None):
+    common.exit_now(run_cli(main, argv))
+
+
+if __name__ == "__main__":
+    run()
