@@ -4,6 +4,7 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 
 from test_cli_as_typed import ROOT, TF_NOISE, ok, typed
 
@@ -41,3 +42,31 @@ def test_generate_samples_reads_an_original_checkpoint_directly(tmp_path):
     ok(typed(tmp_path, "generate_samples.py", "--snapshot=pgvgrow_run", "--mode=grid", "--rows=2", "--cols=2",
              "--out_dir=out"))
     assert os.listdir(tmp_path / "out")
+
+
+def test_train_resume_from_an_original_pickle_starts_from_its_weights(tmp_path):
+    """--resume_from with an msg-stylegan-tf pickle: the final snapshot of a run of one tiny tick (4 images
+    and a learning rate of 0) holds the pickle's weights, and a wrong --model is refused."""
+    from vgrow_tf import snapshot
+    from vgrow_tf.data import tool
+    from vgrow_tf.errors import UserError
+    from vgrow_tf.training import loop
+    from vgrow_tf.training.options import make_options
+
+    data = str(tmp_path / "rgb32")
+    images = np.random.RandomState(0).randint(0, 256, [8, 3, 32, 32]).astype(np.uint8)
+    tool.write_dataset(data, tool.array_images(images, range(8)), 8)
+    pickle = os.path.join(FIXTURES, "msg_stylegan", "network.pkl")
+    original = snapshot.load(pickle)
+    arch = dict(z_dim=64, fmap_base=512, fmap_max=64, mapping_layers=4, mapping_fmaps=64, batch_size=4,
+                total_kimg=0.004, tick_kimg=0.004, snapshot_kimg=0.004, num_row=2, num_line=2)
+    run_dir = tmp_path / "run"
+    loop.train(make_options("msg_stylegan", dataset=data, run_dir=str(run_dir), resume_from=pickle,
+                            learning_rate=0.0, G_smoothing_kimg=0.0, **arch))
+    trained = snapshot.load(str(run_dir / "network-final.h5"))
+    for name in ("G", "D"):  # learning rate 0: the trained weights are the pickle's
+        for a, b in zip(original.networks[name].trainable_weights, trained.networks[name].trainable_weights):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"{name} {a.path}")
+    with pytest.raises(UserError, match="is a 'msg_stylegan' model; this run trains --model=msg_progan"):
+        loop.train(make_options("msg_progan", dataset=data, run_dir=str(tmp_path / "other"), resume_from=pickle,
+                                **arch))

@@ -57,8 +57,6 @@ OPTIONS = [
            "enum", ["independent", "copy"]),
     Option("shuffle_data", False, "Reshuffle the data each epoch (the original reads sequentially).",
            "bool"),
-    Option("resume_from", None, "Start a new run from a model saved by the original code (PGVGrow's "
-           "networks-<num_img>.ckpt or its run directory): G, Gs, D, Adam state and image count."),
 ]
 
 
@@ -265,6 +263,10 @@ class Trainer:
     def after_restore(self, cur_nimg):
         self._iterators.clear()  # rebuilt lazily, skipping the batches already consumed
         self.cur_lod = self._lod(cur_nimg)
+
+    @staticmethod
+    def start_from_reads(source_format):
+        return source_format == "pgvgrow_ckpt"
 
     def start_from(self, path):
         """--resume_from: PGVGrow's checkpoint at `path` (weights, Adam moments and steps, image count), as

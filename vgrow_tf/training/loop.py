@@ -195,10 +195,21 @@ class TrainingSession:
         print(f"Resumed from {path} at {self.progress.cur_nimg.numpy() / 1000:.1f} kimg")
 
     def start_from(self, path):
-        """--resume_from: a new run starting from a model saved by the original code (the family reads it)."""
-        if not hasattr(self.trainer, "start_from"):
-            raise UserError(f"--resume_from is not supported for --model={self.options.model}")
-        self.progress.cur_nimg.assign(self.trainer.start_from(path))
+        """--resume_from: a new run starting from a trained model's networks. A family that can take more
+        from an original's file (PGVGrow: Adam state, image count) reads it itself (`Trainer.start_from`)."""
+        from vgrow_tf import interop
+        from vgrow_tf.interop import convert
+
+        if hasattr(self.trainer, "start_from") and self.trainer.start_from_reads(interop.detect(path)):
+            self.progress.cur_nimg.assign(self.trainer.start_from(path))
+        else:
+            if hasattr(self.trainer, "snapshot_arrays"):  # GLO: its latent table belongs to its training set
+                raise UserError(f"--resume_from is not supported for --model={self.options.model}")
+            source = snapshot.load(path)
+            if source.kind != self.options.model:
+                raise UserError(f"--resume_from {path} is a '{source.kind}' model; this run trains "
+                                f"--model={self.options.model}")
+            convert.copy_networks(source.networks, self.trainer.networks())
         print(f"Starting from {path} at {self.progress.cur_nimg.numpy() / 1000:.1f} kimg")
 
     def save_checkpoint(self):
