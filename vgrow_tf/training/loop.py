@@ -198,7 +198,6 @@ class TrainingSession:
         while cur_nimg < total_nimg:
             stats = self.trainer.train_iteration(cur_nimg)
             cur_nimg += int(stats.pop("nimg"))
-            self.progress.cur_nimg.assign(cur_nimg)
             if stats.pop("nonfinite", False):
                 consecutive_nonfinite += 1
                 self.progress.nonfinite_total.assign_add(1)
@@ -214,6 +213,7 @@ class TrainingSession:
 
             done = cur_nimg >= total_nimg
             if cur_nimg >= next_tick or done or stop.signal:
+                self.progress.cur_nimg.assign(cur_nimg)  # per tick, not per iteration (~70 us each)
                 self.tick(cur_nimg, tick_stats, tick_start_time, tick_start_nimg)
                 next_tick = _next_multiple(cur_nimg, tick_nimg)
                 if cur_nimg >= next_snapshot or done or stop.signal:
