@@ -51,12 +51,12 @@ def log_time(stamp):
 
 def synthetic_rgb(work, count=3000, resolution=16, seed=0):
     """Two 16 px RGB datasets (SCoGAN needs a pair) with the same shapes as the demo data."""
-    import numpy as np
-    from vgrow_tf.data import tool
     paths = []
     for name in ("rgb16", "rgb16b"):
         path = os.path.join(work, name)
         if not os.path.isdir(path):
+            import numpy as np
+            from vgrow_tf.data import tool
             rng = np.random.RandomState(seed + len(paths))
             smooth = rng.randint(0, 256, [count, 3, resolution // 4, resolution // 4]).astype(np.uint8)
             images = smooth.repeat(4, axis=2).repeat(4, axis=3)
@@ -93,24 +93,27 @@ def run_one(model, config, datasets, total_kimg, xla, work, extra, tree=ROOT):
     return dict(model=model, xla=xla, total_kimg=total_kimg, config=os.path.relpath(config, tree), tree=tree,
                 wall_s=round(result.pop("trained_at") - start, 1), cpu_s=result.pop("train_cpu_s"),
                 peak_rss_mb=result.pop("worker_peak_rss_mb"), process_s=round(wall, 1), xla_compiles=len(compiles),
-                xla_compile_s=round(sum(s for _, s in compiles), 2), load_1min=[round(load, 1), round(os.getloadavg()[0], 1)],
+                xla_compile_s=round(sum(s for _, s in compiles), 2),
+                load_1min=[round(load, 1), round(os.getloadavg()[0], 1)],
                 **result)
 
 
 def table(results):
-    rows = ["| model | tree | XLA | wall s | CPU s | peak RSS MB | traces | XLA compiles (s) | phase | kimg | first s | "
-            "steady s/kimg | CPU s/kimg | bare s/kimg | bare CPU s/kimg | overhead (CPU) |",
+    rows = ["| model | tree | XLA | wall s | CPU s | peak RSS MB | traces | XLA compiles (s) | phase | kimg | "
+            "first s | steady s/kimg | CPU s/kimg | bare s/kimg | bare CPU s/kimg | overhead (CPU) |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
             rows.append(f"| {r['model']} | | {r['xla']} | error | | | | | | | | | | | | |")
             continue
         for i, p in enumerate(r["phases"]):
-            head = (f"| {r['model']} | {os.path.basename(r['tree'])} | {'on' if r['xla'] else 'off'} | {r['wall_s']} | {r['cpu_s']} | "
+            head = (f"| {r['model']} | {os.path.basename(r['tree'])} | {'on' if r['xla'] else 'off'} | "
+                    f"{r['wall_s']} | {r['cpu_s']} | "
                     f"{r['peak_rss_mb']} | {r['traces']} | {r['xla_compiles']} ({r['xla_compile_s']}) ") if i == 0 \
                 else "| | | | | | | | "
             rows.append(head + f"| {p['phase']} | {p['kimg']} | {p['first_s']} | {p['steady_s_per_kimg']} | "
-                        f"{p['steady_cpu_s_per_kimg']} | {p.get('bare_s_per_kimg', '')} | {p.get('bare_cpu_s_per_kimg', '')} | "
+                        f"{p['steady_cpu_s_per_kimg']} | {p.get('bare_s_per_kimg', '')} | "
+                        f"{p.get('bare_cpu_s_per_kimg', '')} | "
                         f"{p.get('overhead_pct', '')}% ({p.get('overhead_cpu_pct', '')}%) |")
     return "\n".join(rows)
 
@@ -271,7 +274,8 @@ def _bare_vgrow_pg(trainer, nimg, batch):
             grads += gg
         return _sum_grads(grads)
 
-    return bare, (tf.random.uniform([batch // d_steps, res, res, ch], -1, 1), tf.random.normal([pool, trainer.arch["z_dim"]]),
+    return bare, (tf.random.uniform([batch // d_steps, res, res, ch], -1, 1),
+                  tf.random.normal([pool, trainer.arch["z_dim"]]),
                   tf.random.uniform([d_steps, pool]), tf.random.uniform([d_steps, batch // d_steps, 1, 1, 1]),
                   tf.constant(alpha, tf.float32))
 

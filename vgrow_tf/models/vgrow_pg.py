@@ -361,7 +361,8 @@ class Trainer:
         pool = batch * opts.pool_size
         d_steps = opts.T * opts.U
         fused = self.jit_compile and self.replicas == 1
-        jit = (lambda f: tf.function(f, jit_compile=True)) if self.jit_compile and not fused else (lambda f: f)
+        jit = (lambda f: tf.function(f, jit_compile=True, autograph=False)) if self.jit_compile and not fused \
+            else (lambda f: f)
         d_grads, move, g_grads = jit(self._d_grads), jit(self._move_particles), jit(self._g_grads)
         make_particles = jit(lambda z, alpha: self.G(replica_slice(z), level=level, alpha=alpha))
 
@@ -392,7 +393,7 @@ class Trainer:
             values = dict(totals, g_loss=g_loss, finite=tf.cast(all_finite, tf.float32))
             return tf.stack([tf.cast(values[name], tf.float32) for name in self.STAT_NAMES])
 
-        body = tf.function(update, jit_compile=True) if fused else update
+        body = tf.function(update, jit_compile=True, autograph=False) if fused else update
 
         def iteration(iterator, alpha, ema_beta):
             self.trace_counts[level] = self.trace_counts.get(level, 0) + 1  # runs only while tracing
@@ -402,7 +403,7 @@ class Trainer:
             reals = [next(iterator)["image"] for _ in range(d_steps)]
             return body(reals, z, pool_keys, gp_u, alpha, ema_beta)
 
-        return tf.function(iteration)
+        return tf.function(iteration, autograph=False)  # plain Python control flow: nothing to convert
 
     def _enter_phase(self, lod):
         """Resets both optimizers at every fade start and stabilise start (spec §7.8)."""
