@@ -248,9 +248,10 @@ def bare_seconds(model, trainer, nimg, batch, jit, repeats=20):
     return float(np.median(times)), float(np.median(cpu))
 
 
-def _sum_grads(*grad_lists):
+def _sum_grads(*grads):
+    """One scalar that depends on every gradient (any nesting), so none of them is pruned."""
     import tensorflow as tf
-    return tf.add_n([tf.reduce_sum(tf.cast(g, tf.float32)) for grads in grad_lists for g in grads if g is not None])
+    return tf.add_n([tf.reduce_sum(tf.cast(g, tf.float32)) for g in tf.nest.flatten(grads) if g is not None])
 
 
 def _bare_vgrow_pg(trainer, nimg, batch):
@@ -322,7 +323,7 @@ def _bare_scogan(trainer, nimg, batch):
         for _ in range(disc_iters):
             dg, _ = trainer._d_grads(real_a, real_b, tf.random.normal([per, z_dim]), tf.random.uniform([2, per]),
                                      tf.zeros([6, 2], tf.int64))
-            grads += dg
+            grads.append(dg)
         gg, _ = trainer._g_grads(tf.random.normal([per, z_dim]), real_a, real_b, tf.zeros([3, 2], tf.int64))
         return _sum_grads(grads, gg)
 

@@ -20,6 +20,7 @@ from vgrow_tf import data as data_lib
 from vgrow_tf import divergences, layers
 from vgrow_tf.errors import UserError
 from vgrow_tf.training import ema as ema_lib
+from vgrow_tf.training import memory
 from vgrow_tf.training import schedule
 from vgrow_tf.training.options import Option
 from vgrow_tf.training.steps import apply_if_finite, host_stats, make_adam, reduce_sum, scale_loss, xla_pays
@@ -421,10 +422,14 @@ class Trainer:
         self._enter_phase(lod)
         self.cur_lod = lod
         level, alpha = schedule.working_level(lod, self.resolution)
-        if level not in self._steps:
-            self._steps[level] = self._make_step(level)
+        new_level = level not in self._steps
+        if new_level:  # the working level only grows: the lower levels' steps and data are done with
+            self._steps = {level: self._make_step(level)}
+            self._iterators = {k: v for k, v in self._iterators.items() if k == level}
         values = self._steps[level](self._iterator(level), tf.constant(alpha, tf.float32),
                                     self._ema_beta).numpy()  # the one host sync per iteration
+        if new_level:
+            memory.return_freed_memory()  # what tracing and the dropped levels left behind
         stats, finite = host_stats(dict(zip(self.STAT_NAMES, values)))
         return dict(stats, nimg=self.options.T * self.options.U * self.batch_size(level),
                     nonfinite=not finite)
