@@ -210,7 +210,8 @@ def worker(out_json, argv):
     trainer = recorder.trainer
     phases = recorder.phases()
     for phase in phases:
-        jit = getattr(trainer, "jit_compile", options.jit_compile)  # what the trainer really uses
+        # what the trainer really uses: GLO and CoGAN/SCoGAN have no XLA path (they ignore the flag)
+        jit = getattr(trainer, "jit_compile", options.jit_compile and options.model in XLA_MODELS)
         bare, bare_cpu = bare_seconds(options.model, trainer, phase["first_nimg"], phase["nimg"], jit)
         if bare:
             per_kimg = 1000.0 / phase["nimg"]
@@ -330,6 +331,7 @@ def _bare_scogan(trainer, nimg, batch):
     return bare, (real_a, real_b)
 
 
+XLA_MODELS = ("vgrow_pg", "msg_stylegan", "msg_progan")
 BARE = {"vgrow_pg": _bare_vgrow_pg, "msg_stylegan": _bare_msg, "msg_progan": _bare_msg, "glo": _bare_glo,
         "scogan": _bare_scogan, "cogan": _bare_scogan}
 
@@ -337,5 +339,7 @@ BARE = {"vgrow_pg": _bare_vgrow_pg, "msg_stylegan": _bare_msg, "msg_progan": _ba
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--worker":
         worker(sys.argv[2], sys.argv[3:])
+        sys.stdout.flush()
+        os._exit(0)  # everything is written; skip the interpreter's slow TensorFlow teardown
     else:
         main()

@@ -18,6 +18,7 @@ from vgrow_tf.errors import UserError
 from vgrow_tf.sampling import images as image_io
 from vgrow_tf.training import options as options_lib
 from vgrow_tf.training import run_dir as run_dir_lib
+from vgrow_tf.training.steps import xla_pays
 from vgrow_tf.training.strategy import is_chief, make_strategy
 
 
@@ -276,6 +277,7 @@ def train(options):
     stdout, sys.stdout = sys.stdout, (tee or sys.stdout)
     try:
         with StopRequested() as stop:
+            options.jit_compile = xla_pays(options, options.model)  # XLA only where it is faster
             trainer = trainer_cls(options, strategy, dataset_info)
             session = TrainingSession(options, trainer, strategy, run_dir, chief)
             if options.resume:

@@ -49,9 +49,9 @@ def host_stats(step_outputs):
 def xla_pays(options, what="the training step"):
     """Whether to XLA-compile a convolutional training step: --jit_compile, on a GPU.
 
-    On CPUs, XLA's convolution gradients (double back-propagation through the gradient penalty
-    above all) run 1-2.5x slower than TensorFlow's oneDNN kernels, and each level costs seconds of
-    compilation and ~250 MB more memory (benchmarks/README.md), so the flag is not applied there.
+    On CPUs, XLA's convolution gradients ran 1.1-3x slower than TensorFlow's oneDNN kernels for
+    VGrow-PG and MSG-StyleGAN, each compile cost seconds and the process ~300 MB more memory
+    (benchmarks/README.md), so the flag is not applied there.
     """
     if not options.jit_compile:
         return False
