@@ -20,9 +20,10 @@ from vgrow_tf import data as data_lib
 from vgrow_tf import divergences, layers
 from vgrow_tf.errors import UserError
 from vgrow_tf.training import ema as ema_lib
+from vgrow_tf.training import memory
 from vgrow_tf.training import schedule
 from vgrow_tf.training.options import Option
-from vgrow_tf.training.steps import apply_if_finite, host_stats, make_adam, reduce_sum, scale_loss
+from vgrow_tf.training.steps import apply_if_finite, host_stats, make_adam, reduce_sum, scale_loss, xla_pays
 from vgrow_tf.training.strategy import replica_slice
 
 KIND = "vgrow_pg"
@@ -245,6 +246,9 @@ class Trainer:
         self._steps, self._iterators = {}, {}
         self.trace_counts = {}
         self.cur_lod = self._lod(0)
+        self._phase_key = None  # Python copy of `phase`, read from it once (after a restore)
+        self._ema_beta = tf.constant(options.coef_smoothing, tf.float32)
+        self.jit_compile = xla_pays(options, "VGrow-PG")
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _lod(self, nimg):
@@ -263,6 +267,7 @@ class Trainer:
     def after_restore(self, cur_nimg):
         self._iterators.clear()  # rebuilt lazily, skipping the batches already consumed
         self.cur_lod = self._lod(cur_nimg)
+        self._phase_key = None
 
     @staticmethod
     def start_from_reads(source_format):
@@ -361,30 +366,36 @@ class Trainer:
         return tape.gradient(scale_loss(self.opt_g, loss), self.G.trainable_variables), loss
 
     # -- the outer iteration -------------------------------------------------------------------
+    STAT_NAMES = ("d_real", "d_fake", "gp", "g_loss", "finite")
+
     def _make_step(self, level):
+        """One compiled outer iteration for `level`; alpha is a tensor, so fades never retrace.
+
+        The data iterator and the RNG stay in a plain tf.function; everything else (the D and G
+        steps, the optimizer updates, the EMA, the bookkeeping) is one body, returning one stats
+        vector (one host sync per iteration). With XLA (`xla_pays`) and one replica that body is
+        one XLA program (one compile per level); with several replicas XLA compiles only the
+        per-replica maths, as cross-replica sums cannot live inside an XLA program everywhere.
+        """
         opts, strategy = self.options, self.strategy
         batch = self.batch_size(level)
         pool = batch * opts.pool_size
         d_steps = opts.T * opts.U
-        # XLA compiles the per-replica maths; the iterator and the cross-replica updates stay outside.
-        jit = (lambda f: tf.function(f, jit_compile=True)) if opts.jit_compile else (lambda f: f)
+        fused = self.jit_compile and self.replicas == 1
+        jit = (lambda f: tf.function(f, jit_compile=True, autograph=False)) if self.jit_compile and not fused \
+            else (lambda f: f)
         d_grads, move, g_grads = jit(self._d_grads), jit(self._move_particles), jit(self._g_grads)
         make_particles = jit(lambda z, alpha: self.G(replica_slice(z), level=level, alpha=alpha))
 
-        def iteration(iterator, alpha, ema_beta):
-            self.trace_counts[level] = self.trace_counts.get(level, 0) + 1  # runs only while tracing
-            z = self.rng.normal([pool, self.arch["z_dim"]])
-            pool_keys = self.rng.uniform([d_steps, pool])
-            gp_u = self.rng.uniform([d_steps, batch, 1, 1, 1])
+        def update(reals, z, pool_keys, gp_u, alpha, ema_beta):
             particles = strategy.run(make_particles, args=(z, alpha))
             totals = {"d_real": 0.0, "d_fake": 0.0, "gp": 0.0}
             all_finite = tf.constant(True)
             for t in range(opts.T):
                 for u in range(opts.U):
                     k = t * opts.U + u
-                    reals = next(iterator)["image"]
                     grads, stats = strategy.run(d_grads, args=(
-                        reals, particles, pool_keys[k], gp_u[k], level, alpha, batch))
+                        reals[k], particles, pool_keys[k], gp_u[k], level, alpha, batch))
                     finite = apply_if_finite(strategy, self.opt_d, grads, self.D.trainable_variables)
                     all_finite = tf.logical_and(all_finite, finite)
                     for key in totals:
@@ -399,25 +410,46 @@ class Trainer:
                 finite = apply_if_finite(strategy, self.opt_g, grads, self.G.trainable_variables)
                 all_finite = tf.logical_and(all_finite, finite)
                 g_loss = reduce_sum(strategy, loss) / pool
-            return dict(totals, g_loss=g_loss, finite=all_finite)
+            self.level_batches.assign_add(tf.one_hot(level, 16, dtype=tf.int64) * d_steps)
+            values = dict(totals, g_loss=g_loss, finite=tf.cast(all_finite, tf.float32))
+            return tf.stack([tf.cast(values[name], tf.float32) for name in self.STAT_NAMES])
 
-        return tf.function(iteration)
+        body = tf.function(update, jit_compile=True, autograph=False) if fused else update
 
-    def train_iteration(self, cur_nimg):
-        lod = self._lod(cur_nimg)
+        def iteration(iterator, alpha, ema_beta):
+            self.trace_counts[level] = self.trace_counts.get(level, 0) + 1  # runs only while tracing
+            z = self.rng.normal([pool, self.arch["z_dim"]])
+            pool_keys = self.rng.uniform([d_steps, pool])
+            gp_u = self.rng.uniform([d_steps, batch, 1, 1, 1])
+            reals = [next(iterator)["image"] for _ in range(d_steps)]
+            return body(reals, z, pool_keys, gp_u, alpha, ema_beta)
+
+        return tf.function(iteration, autograph=False)  # plain Python control flow: nothing to convert
+
+    def _enter_phase(self, lod):
+        """Resets both optimizers at every fade start and stabilise start (spec §7.8)."""
         key = schedule.phase_key(lod)
-        if tuple(self.phase.numpy()) != key:  # every fade start and stabilise start (spec §7.8)
+        if self._phase_key is None:
+            self._phase_key = tuple(int(k) for k in self.phase.numpy())
+        if self._phase_key != key:
             ema_lib.reset_optimizer(self.opt_g)
             ema_lib.reset_optimizer(self.opt_d)
             self.phase.assign(list(key))
+            self._phase_key = key
+
+    def train_iteration(self, cur_nimg):
+        lod = self._lod(cur_nimg)
+        self._enter_phase(lod)
         self.cur_lod = lod
         level, alpha = schedule.working_level(lod, self.resolution)
-        if level not in self._steps:
-            self._steps[level] = self._make_step(level)
-        stats = self._steps[level](self._iterator(level), tf.constant(alpha, tf.float32),
-                                   tf.constant(self.options.coef_smoothing, tf.float32))
-        self.level_batches.assign(tf.tensor_scatter_nd_add(
-            self.level_batches, [[level]], tf.constant([self.options.T * self.options.U], tf.int64)))
-        stats, finite = host_stats(stats)
+        new_level = level not in self._steps
+        if new_level:  # the working level only grows: the lower levels' steps and data are done with
+            self._steps = {level: self._make_step(level)}
+            self._iterators = {k: v for k, v in self._iterators.items() if k == level}
+        values = self._steps[level](self._iterator(level), tf.constant(alpha, tf.float32),
+                                    self._ema_beta).numpy()  # the one host sync per iteration
+        if new_level:
+            memory.return_freed_memory()  # what tracing and the dropped levels left behind
+        stats, finite = host_stats(dict(zip(self.STAT_NAMES, values)))
         return dict(stats, nimg=self.options.T * self.options.U * self.batch_size(level),
                     nonfinite=not finite)

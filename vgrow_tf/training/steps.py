@@ -44,3 +44,19 @@ def host_stats(step_outputs):
     """A step's scalar outputs on the host: ({name: float}, finite), the 'finite' flag taken out."""
     stats = {name: float(value) for name, value in step_outputs.items()}
     return stats, bool(stats.pop("finite"))
+
+
+def xla_pays(options, what="the training step"):
+    """Whether to XLA-compile a convolutional training step: --jit_compile, on a GPU.
+
+    On CPUs, XLA's convolution gradients ran 1.1-3x slower than TensorFlow's oneDNN kernels for
+    VGrow-PG and MSG-StyleGAN, each compile cost seconds and the process ~300 MB more memory
+    (benchmarks/README.md), so the flag is not applied there.
+    """
+    if not options.jit_compile:
+        return False
+    if tf.config.list_logical_devices("GPU"):
+        return True
+    print(f"--jit_compile: not applied to {what} on CPU, where XLA is slower than TensorFlow's own "
+          "kernels for it (see benchmarks/README.md)", flush=True)
+    return False
