@@ -45,6 +45,10 @@ def run_cli(main_fn, argv=None):
     except Interrupted as e:  # the checkpoint is written and said so; exit as the shell expects
         sys.stdout.flush()
         sys.exit(128 + e.signum)
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping, or one outside training
+        if _verbose(argv):
+            raise
+        report_and_exit("interrupted", 130)
     except UserError as e:
         if _verbose(argv):
             raise
