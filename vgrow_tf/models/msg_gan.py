@@ -79,6 +79,8 @@ OPTIONS = [
            "layer, as in the original).", "integer"),
     Option("style_mixing_prob", 0.0, "Style-mixing regularisation probability (MSG removed it: 0).",
            "float"),
+    Option("restart_adam_on_resume", False, "On --resume, start Adam's moments from zero as the originals "
+           "did (they saved no optimizer state); off: continue them exactly.", "bool"),
     Option("dlatent_avg_beta", 0.995, "Decay of the tracked average dlatent (truncation centre).",
            "float"),
 ]
@@ -541,7 +543,11 @@ def _option(options, name, default=None):
 
 
 class Trainer:
-    """One iteration = one D step, (MSG-StyleGAN: Gs update), one G step, (MSG-ProGAN: Gs update)."""
+    """One iteration, as the originals (docs/msg_gan_iteration.md compares them line by line):
+
+    MSG-StyleGAN: D step on a fresh batch and fresh z (dlatent_avg update), Gs update, G step on fresh z
+    (dlatent_avg update). MSG-ProGAN: D step, then G step on the same z and reals, then the EMA update.
+    """
 
     DEFAULTS = dict(total_nimg=25_000_000, tick_kimg=10, snapshot_kimg=100)
 
@@ -607,6 +613,8 @@ class Trainer:
             self.G, self.D, self.Gs = nets["G"], nets["D"], nets["Gs"]
             lr = _option(options, "learning_rate", 0.003)
             betas = dict(beta_1=options.adam_beta1, beta_2=options.adam_beta2, epsilon=1e-8)
+            # BMSG-GAN is PyTorch: its Adam adds epsilon to the bias-corrected sqrt(v_hat).
+            betas["torch_epsilon"] = not self.stylegan
             self.opt_g = make_adam(_option(options, "g_lr", lr), **betas)
             self.opt_d = make_adam(_option(options, "d_lr", lr), **betas)
             self.opt_g.build(self.G.trainable_variables)
@@ -633,6 +641,9 @@ class Trainer:
 
     def after_restore(self, cur_nimg):
         self._iterator_obj = None  # rebuilt lazily, skipping the batches already consumed
+        if self.options.restart_adam_on_resume:  # the originals saved no optimizer state
+            ema_lib.reset_optimizer(self.opt_g)
+            ema_lib.reset_optimizer(self.opt_d)
 
     def config(self):
         return dict(self.arch)
@@ -690,7 +701,8 @@ class Trainer:
     def _d_grads(self, images, flip, z, noise_seed, mix_z, mix_cutoff, gp_u):
         batch = float(self.global_batch)
         reals = self._prepare_reals(images, flip)
-        fakes = [tf.stop_gradient(f) for f in self._fakes(z, noise_seed, mix_z, mix_cutoff)]
+        fakes, w = self._fakes(z, noise_seed, mix_z, mix_cutoff, return_dlatents=True)
+        fakes = [tf.stop_gradient(f) for f in fakes]
         with tf.GradientTape() as tape:
             if self.r1_gamma:
                 r1, real_logits = r1_per_sample(self.D, reals, self.num_scales)
@@ -709,7 +721,7 @@ class Trainer:
         stats = {"d_loss": loss, "scores_real": tf.reduce_sum(real_logits) / batch,
                  "scores_fake": tf.reduce_sum(fake_logits) / batch, "r1": tf.reduce_sum(r1) / batch,
                  "gp": tf.reduce_sum(gp) / batch}
-        return grads, stats
+        return grads, stats, self._w_sum(w)
 
     def _g_grads(self, images, flip, z, noise_seed, mix_z, mix_cutoff):
         batch = float(self.global_batch)
@@ -721,8 +733,13 @@ class Trainer:
                 real_logits = self.D(real_pyramid(self._prepare_reals(images, flip), self.num_scales))
             loss = tf.reduce_sum(self.g_loss_fn(fake_logits, real_logits)) / batch
         grads = tape.gradient(scale_loss(self.opt_g, loss), self.G.trainable_variables)
-        w_sum = tf.reduce_sum(tf.cast(w, tf.float32), axis=0) / batch if w is not None else tf.zeros([1])
-        return grads, loss, w_sum
+        return grads, loss, self._w_sum(w)
+
+    def _w_sum(self, w):
+        """This replica's share of the global batch mean of the dlatents w (zeros for MSG-ProGAN)."""
+        if w is None:
+            return tf.zeros([1])
+        return tf.reduce_sum(tf.cast(w, tf.float32), axis=0) / float(self.global_batch)
 
     # -- the iteration -----------------------------------------------------------------------------
     def _make_step(self):
@@ -750,24 +767,29 @@ class Trainer:
             flip = self.rng.uniform([batch])
             gp_u = self.rng.uniform([batch])
             z, seed, mix_z, cutoff = draw()
-            grads, stats = strategy.run(d_grads, args=(images, flip, z, seed, mix_z, cutoff, gp_u))
+            grads, stats, w_sum = strategy.run(d_grads, args=(images, flip, z, seed, mix_z, cutoff, gp_u))
             finite_d = apply_if_finite(strategy, self.opt_d, grads, self.D.trainable_variables)
             stats = {k: reduce_sum(strategy, v) for k, v in stats.items()}
+            if self.stylegan:  # the D loss graph runs G's dlatent_avg update too (original: twice per iteration)
+                self._update_dlatent_avg(reduce_sum(strategy, w_sum))
             if not self.ema_after_g:
                 self._update_gs(ema_beta)
             if self.stylegan:  # fresh latents for the G step (BMSG-GAN reuses the D step's)
                 z, seed, mix_z, cutoff = draw()
             grads, g_loss, w_sum = strategy.run(g_grads, args=(images, flip, z, seed, mix_z, cutoff))
             finite_g = apply_if_finite(strategy, self.opt_g, grads, self.G.trainable_variables)
-            if self.stylegan:  # dlatent_avg <- lerp(batch mean of w, dlatent_avg, beta)
-                mean_w = reduce_sum(strategy, w_sum)
-                avg = self.G.dlatent_avg
-                avg.assign(mean_w + opts.dlatent_avg_beta * (avg - mean_w))
+            if self.stylegan:
+                self._update_dlatent_avg(reduce_sum(strategy, w_sum))
             if self.ema_after_g:
                 self._update_gs(ema_beta)
             return dict(stats, g_loss=reduce_sum(strategy, g_loss), finite=tf.logical_and(finite_d, finite_g))
 
         return tf.function(iteration)
+
+    def _update_dlatent_avg(self, mean_w):
+        """dlatent_avg <- lerp(batch mean of w, dlatent_avg, dlatent_avg_beta), as G_style does in training."""
+        avg = self.G.dlatent_avg
+        avg.assign(mean_w + self.options.dlatent_avg_beta * (avg - mean_w))
 
     def _update_gs(self, beta):
         """Gs <- G + beta (Gs - G) on trainable weights; non-trainable ones (dlatent_avg) are copied."""

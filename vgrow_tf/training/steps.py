@@ -1,15 +1,38 @@
 """Pieces every distributed train step uses: cross-replica sums, guarded updates, mixed precision."""
 import keras
 import tensorflow as tf
+from keras import ops
 
 
 def reduce_sum(strategy, value):
     return strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
 
 
-def make_adam(learning_rate, beta_1, beta_2, epsilon=1e-8, **kwargs):
-    """Adam; under the mixed_float16 policy wrapped in a dynamic LossScaleOptimizer."""
-    optimizer = keras.optimizers.Adam(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **kwargs)
+class TorchAdam(keras.optimizers.Adam):
+    """Adam with PyTorch's epsilon: w -= lr m_hat / (sqrt(v_hat) + eps), hats bias-corrected.
+
+    Keras (like TF1) adds epsilon to the uncorrected sqrt(v), i.e. an effective epsilon
+    eps * sqrt(1 - beta_2^t); the two agree except where |gradient| is near epsilon.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        gradient = ops.cast(gradient, dtype)
+        step = ops.cast(self.iterations + 1, dtype)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        m_hat = ops.divide(m, 1 - ops.power(ops.cast(self.beta_1, dtype), step))
+        v_hat = ops.divide(v, 1 - ops.power(ops.cast(self.beta_2, dtype), step))
+        lr = ops.cast(learning_rate, dtype)
+        self.assign_sub(variable, ops.divide(ops.multiply(m_hat, lr), ops.add(ops.sqrt(v_hat), self.epsilon)))
+
+
+def make_adam(learning_rate, beta_1, beta_2, epsilon=1e-8, torch_epsilon=False, **kwargs):
+    """Adam (TorchAdam with torch_epsilon); under the mixed_float16 policy wrapped in a LossScaleOptimizer."""
+    cls = TorchAdam if torch_epsilon else keras.optimizers.Adam
+    optimizer = cls(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **kwargs)
     if keras.mixed_precision.global_policy().name == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
