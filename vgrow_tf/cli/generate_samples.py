@@ -183,7 +183,6 @@ def main(argv):
 
 
 def _generate(snapshot_path, resize):
-    import inspect
 
     from vgrow_tf import snapshot
     from vgrow_tf.sampling import latents, modes
@@ -202,10 +201,10 @@ def _generate(snapshot_path, resize):
                               bn_mode=FLAGS.bn_mode)
     gen_kw = modes.generation_kwargs(snap, FLAGS.truncation_psi, FLAGS.randomize_noise)
     if FLAGS.bn_mode != "moving":
-        if "bn_mode" not in inspect.signature(snap.family.generate).parameters:
+        if not modes.supports(snap, "bn_mode"):
             raise UserError(f"--bn_mode applies to GLO models; a {snap.kind} model has no such choice")
         gen_kw["bn_mode"] = FLAGS.bn_mode
-    if snap.kind in ("cogan", "scogan"):
+    if modes.supports(snap, "domain"):
         gen_kw["domain"] = FLAGS.domain
     if mode == "samples":
         return modes.save_samples(snap, FLAGS.out_dir, seeds, gen_kw, refine, FLAGS.batch_size)

@@ -223,7 +223,8 @@ class Evaluator:
         kw = {}
         if self.truncation_psi is not None:
             kw["truncation_psi"] = float(self.truncation_psi)
-        if snap.kind in ("cogan", "scogan"):
+        from vgrow_tf.sampling import modes
+        if modes.supports(snap, "domain"):
             kw["domain"] = self.domain
         return kw
 
