@@ -183,7 +183,6 @@ def main(argv):
 
 
 def _generate(snapshot_path, resize):
-
     from vgrow_tf import snapshot
     from vgrow_tf.sampling import latents, modes
 
