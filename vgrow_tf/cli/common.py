@@ -78,6 +78,15 @@ def absl_main(main, argv=None):
     exit_now(code)
 
 
+def run_absl_program(module_name, usage, main, argv=None):
+    """An absl program's run(): its own help (fast, without TensorFlow), else absl_main(main)."""
+    argv = list(sys.argv if argv is None else argv)
+    if wants_help(argv):
+        print_absl_help(module_name, usage)
+        sys.exit(0)
+    absl_main(main, argv)
+
+
 def exit_now(code):
     """sys.exit(code) without the interpreter's last garbage collection over everything still alive.
 

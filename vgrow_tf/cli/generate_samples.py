@@ -13,7 +13,6 @@ samples from any vgrow_tf snapshot.
 Installed as vgrow-generate-samples; the work is in vgrow_tf.sampling.modes.
 """
 import os
-import sys
 
 from absl import flags
 
@@ -232,11 +231,7 @@ def _generate(snapshot_path, resize):
 
 
 def run(argv=None):
-    argv = list(sys.argv if argv is None else argv)
-    if common.wants_help(argv):
-        common.print_absl_help(__name__, __doc__)
-        sys.exit(0)
-    common.absl_main(main, argv)
+    common.run_absl_program(__name__, __doc__, main, argv)
 
 
 if __name__ == "__main__":

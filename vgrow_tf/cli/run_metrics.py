@@ -8,8 +8,6 @@ Installed as vgrow-run-metrics; the work is in vgrow_tf.metrics.runner.
 """
 import os
 
-import sys
-
 from absl import flags
 
 from vgrow_tf.cli import common
@@ -114,11 +112,7 @@ def main(argv):
 
 
 def run(argv=None):
-    argv = list(sys.argv if argv is None else argv)
-    if common.wants_help(argv):
-        common.print_absl_help(__name__, __doc__)
-        sys.exit(0)
-    common.absl_main(main, argv)
+    common.run_absl_program(__name__, __doc__, main, argv)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,17 @@ class Imported:
     summary: str    # one line on what was found, e.g. "MSG-StyleGAN 1024 px, 3 channels, z 512"
 
 
+def read_tf_checkpoint(prefix):
+    """(reader, {variable name: shape}) of a TF checkpoint, read without its graph; UserError if unreadable."""
+    import tensorflow as tf
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        return reader, reader.get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError) as e:
+        raise UserError(f"{prefix}: the checkpoint index is truncated or corrupt ({type(e).__name__}); "
+                        "copy the checkpoint again") from None
+
+
 def format_module(name):
     if name not in FORMAT_MODULES:
         raise UserError(f"unknown original format '{name}'; known: {', '.join(FORMAT_MODULES)}")

@@ -84,13 +84,8 @@ def _step_of(prefix):
 
 
 def _shapes(prefix):
-    import tensorflow as tf
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        return reader, reader.get_variable_to_shape_map()
-    except (tf.errors.OpError, ValueError) as e:
-        raise UserError(f"{prefix} is not a readable TF checkpoint (truncated or corrupt index: "
-                        f"{str(e).splitlines()[0][:120]})") from None
+    from vgrow_tf.interop import read_tf_checkpoint
+    return read_tf_checkpoint(prefix)
 
 
 def detect(path):

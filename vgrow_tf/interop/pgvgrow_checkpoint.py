@@ -78,12 +78,8 @@ def num_img_of(prefix):
 
 
 def _open(prefix):
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        return reader, reader.get_variable_to_shape_map()
-    except (tf.errors.OpError, ValueError) as e:
-        raise UserError(f"{prefix}: the checkpoint index is truncated or corrupt "
-                        f"({type(e).__name__}); copy the checkpoint again") from None
+    from vgrow_tf.interop import read_tf_checkpoint
+    return read_tf_checkpoint(prefix)
 
 
 def detect(path):
