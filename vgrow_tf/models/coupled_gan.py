@@ -320,6 +320,14 @@ def generate(networks, config, latents, domain="a", batch_size=64, **unused):
     return np.concatenate(outs)
 
 
+def generator_tensor(networks, config, z, domain="a", **unused):
+    """Differentiable G1(z) or G2(z), for DGflow refinement (one domain at a time)."""
+    name = {"a": "G1", "b": "G2"}.get(domain)
+    if name is None:
+        raise UserError("DGflow refines one domain at a time; use --domain a or b")
+    return networks[name](z)[-1]
+
+
 def paired_grid_images(networks, config, latents):
     """G1(z_i), G2(z_i) interleaved: a grid with an even number of columns shows the pairs side by side."""
     z = tf.convert_to_tensor(latents, tf.float32)

@@ -492,6 +492,15 @@ def generate(networks, config, latents, all_scales=False, truncation_psi=None, t
     return scales if all_scales else scales[-1]
 
 
+def generator_tensor(networks, config, z, truncation_psi=None, randomize_noise=False, **unused):
+    """Differentiable Gs(z): every scale, lowest first (D reads the whole pyramid), for DGflow refinement.
+    MSG-StyleGAN's noise defaults to the stored constants, so that the flow sees one deterministic G."""
+    kw = {}
+    if config["model"] == "msg_stylegan":
+        kw = dict(truncation_psi=truncation_psi, randomize_noise=randomize_noise)
+    return list(networks["Gs"](z, **kw))
+
+
 def discriminator_logit(networks, config, images, **unused):
     """D's logit for a list of scales, or for top-resolution images (their pyramid is pooled here)."""
     if not isinstance(images, (list, tuple)):

@@ -191,6 +191,12 @@ def generate(networks, config, latents, lod=None, batch_size=64, network="Gs", *
     return np.concatenate(out)
 
 
+def generator_tensor(networks, config, z, lod=None, **unused):
+    """Differentiable Gs(z) (a tensor) at the snapshot's lod, for DGflow refinement."""
+    level, alpha = _level(config, lod)
+    return networks["Gs"](z, level=level, alpha=alpha)
+
+
 def discriminator_logit(networks, config, images, lod=None, **unused):
     level, alpha = _level(config, lod)
     return networks["D"](images, level=level, alpha=alpha)

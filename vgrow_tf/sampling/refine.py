@@ -156,31 +156,14 @@ def refine_stream(snap, sampler, count, seed, group_size=DEFAULTS["group_size"],
 def differentiable_generator(snap, truncation_psi=None, randomize_noise=False, domain="a", lod=None):
     """z (tensor) -> what the snapshot's discriminator consumes, differentiably.
 
-    `Snapshot.generate` returns numpy, so DGflow calls the networks directly: a family may provide
-    `generator_tensor(networks, config, z, **kw)`; otherwise the known families are adapted here.
-    MSG models return all scales (their D reads the whole pyramid). StyleGAN noise defaults to the
-    stored constants so that the flow sees one deterministic G.
+    `Snapshot.generate` returns numpy, so DGflow calls the family's `generator_tensor(networks, config, z,
+    **kw)` (MSG models return all scales, since their D reads the whole pyramid).
     """
-    family, nets, config, kind = snap.family, snap.networks, snap.config, snap.kind
-    if hasattr(family, "generator_tensor"):
-        return lambda z: family.generator_tensor(nets, config, z, truncation_psi=truncation_psi,
-                                                 randomize_noise=randomize_noise)
-    if kind == "vgrow_pg":
-        level, alpha = family._level(config, lod)
-        return lambda z: nets["Gs"](z, level=level, alpha=alpha)
-    if kind in ("msg_stylegan", "msg_progan"):
-        kw = {}
-        if kind == "msg_stylegan":
-            kw = dict(truncation_psi=truncation_psi, randomize_noise=randomize_noise)
-        return lambda z: list(nets["Gs"](z, **kw))
-    if kind in ("cogan", "scogan"):
-        name = {"a": "G1", "b": "G2"}.get(domain)
-        if name is None:
-            raise UserError("DGflow refines one domain at a time; use --domain a or b")
-        return lambda z: nets[name](z)[-1]
-    if "Gs" in nets:
-        return lambda z: nets["Gs"](z)
-    raise UserError(f"DGflow does not know how to differentiate a {kind} generator")
+    family, nets, config = snap.family, snap.networks, snap.config
+    if not hasattr(family, "generator_tensor"):
+        raise UserError(f"DGflow does not know how to differentiate a {snap.kind} generator")
+    return lambda z: family.generator_tensor(nets, config, z, truncation_psi=truncation_psi,
+                                             randomize_noise=randomize_noise, domain=domain, lod=lod)
 
 
 def _top_scale(x):
