@@ -23,10 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import vgrow_tf  # noqa: E402,F401  (first: quiets TensorFlow's C++ logs)
 import tensorflow as tf  # noqa: E402
 
-from benchmarks.vgrow_digits import (HELD_OUT, frechet, quantise, split_digits, to_float,  # noqa: E402
-                                     train_feature_net)
+from benchmarks.vgrow_digits import HELD_OUT, digits_setup, to_float  # noqa: E402
 from vgrow_tf import snapshot  # noqa: E402
-from vgrow_tf.data import tool  # noqa: E402
 from vgrow_tf.training import loop  # noqa: E402
 from vgrow_tf.training.options import all_options, make_options  # noqa: E402
 
@@ -68,13 +66,7 @@ def main():
     parser.add_argument("--work_dir")
     args = parser.parse_args()
     work = args.work_dir or tempfile.mkdtemp(prefix="msg_digits_")
-    (train_x, train_y), (held_x, _) = split_digits()
-    dataset = os.path.join(work, "digits_train")
-    if not os.path.isdir(dataset):
-        tool.write_dataset(dataset, ((f"digit {i}", x) for i, x in enumerate(train_x)), len(train_x))
-    features, _ = train_feature_net(to_float(train_x), train_y)
-    held_features = features.predict(to_float(held_x), verbose=0)
-    score = lambda images: frechet(features.predict(quantise(images), verbose=0), held_features)
+    dataset, _, score, (train_x, _), _ = digits_setup(work)
     print(json.dumps(dict(name="baseline: training images", fd=round(score(to_float(train_x)[:HELD_OUT]), 3))),
           flush=True)
     summary = []

@@ -70,6 +70,19 @@ def quantise(images):
     return np.clip(np.rint(images * 127.5 + 127.5), 0, 255) / 127.5 - 1.0
 
 
+def digits_setup(work):
+    """The training digits (written once as a dataset in `work`), the classifier, and score(images): the
+    Frechet distance of the images to the held-out digits in the classifier's 64-d features."""
+    (train_x, train_y), (held_x, held_y) = split_digits()
+    dataset = os.path.join(work, "digits_train")
+    if not os.path.isdir(dataset):
+        tool.write_dataset(dataset, ((f"digit {i}", x) for i, x in enumerate(train_x)), len(train_x))
+    features, classifier = train_feature_net(to_float(train_x), train_y)
+    held_features = features.predict(to_float(held_x), verbose=0)
+    score = lambda images: frechet(features.predict(quantise(images), verbose=0), held_features)  # noqa: E731
+    return dataset, classifier, score, (train_x, train_y), (held_x, held_y)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--total_kimg", type=float, default=60)
@@ -78,14 +91,8 @@ def main():
     parser.add_argument("--work_dir")
     args = parser.parse_args()
     work = args.work_dir or tempfile.mkdtemp(prefix="vgrow_digits_")
-    (train_x, train_y), (held_x, held_y) = split_digits()
-    dataset = os.path.join(work, "digits_train")
-    if not os.path.isdir(dataset):
-        tool.write_dataset(dataset, ((f"digit {i}", x) for i, x in enumerate(train_x)), len(train_x))
-    features, classifier = train_feature_net(to_float(train_x), train_y)
+    dataset, classifier, score, (train_x, _), (held_x, held_y) = digits_setup(work)
     held_accuracy = float(np.mean(classifier.predict(to_float(held_x), verbose=0).argmax(1) == held_y))
-    held_features = features.predict(to_float(held_x), verbose=0)
-    score = lambda images: frechet(features.predict(quantise(images), verbose=0), held_features)
 
     rng = np.random.RandomState(1)
     train_float = to_float(train_x)
