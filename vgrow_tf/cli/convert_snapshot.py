@@ -13,8 +13,9 @@ import os
 
 from vgrow_tf.cli import common
 from vgrow_tf.errors import UserError, run_cli
+from vgrow_tf.interop import FORMAT_MODULES
 
-FORMATS = ["msg_stylegan_pkl", "pgvgrow_ckpt", "glo_tf_ckpt", "scogan_keras"]
+FORMATS = list(FORMAT_MODULES)
 
 
 def build_parser():

@@ -18,13 +18,14 @@ from absl import flags
 
 from vgrow_tf.cli import common
 from vgrow_tf.errors import UserError
+from vgrow_tf.interop import FORMAT_MODULES
 
 MODES = ["samples", "grid", "multiscale", "video", "interpolate", "direction", "reconstruct", "generate"]
 
 flags.DEFINE_string("snapshot", None, "Snapshot file (network-*.h5) to sample from, or a run directory "
                     "(its network-final.h5, else its latest network-snapshot-*.h5).")
 flags.DEFINE_string("kind", None, "Format of a model saved by an original code given as --snapshot: "
-                    "msg_stylegan_pkl, pgvgrow_ckpt, glo_tf_ckpt or scogan_keras (default: detected from the file).")
+                    f"{', '.join(FORMAT_MODULES)} (default: detected from the file).")
 flags.DEFINE_string("out_dir", None, "Output directory (created if missing).")
 flags.DEFINE_enum("mode", "samples", MODES, "What to write. samples: seedNNNN.png per seed; grid: one "
                   "rows x cols grid; multiscale: every scale of MSG models; video: a looping latent walk; "

@@ -12,11 +12,12 @@ from absl import flags
 
 from vgrow_tf.cli import common
 from vgrow_tf.errors import UserError
+from vgrow_tf.interop import FORMAT_MODULES
 
 flags.DEFINE_string("snapshot", None, "One snapshot file (network-*.h5), or a model saved by an original code "
                     "(an msg-stylegan-tf .pkl, a PGVGrow / GLO-TF checkpoint, a SCoGAN run folder).")
-flags.DEFINE_string("kind", None, "Format of an original model given as --snapshot: msg_stylegan_pkl, "
-                    "pgvgrow_ckpt, glo_tf_ckpt or scogan_keras (default: detected from the file).")
+flags.DEFINE_string("kind", None, "Format of an original model given as --snapshot: "
+                    f"{', '.join(FORMAT_MODULES)} (default: detected from the file).")
 flags.DEFINE_string("run_dir", None, "A training run directory: every network-snapshot-*.h5 then network-final.h5 "
                     "(or only --snapshot_kimg). Results are appended to its metric-<name>.txt and metrics.jsonl.")
 flags.DEFINE_integer("snapshot_kimg", None, "With --run_dir: only network-snapshot-<kimg>.h5.")

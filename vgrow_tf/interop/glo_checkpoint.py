@@ -22,6 +22,7 @@ import numpy as np
 
 from vgrow_tf.data.glo_hdf5 import read_codes
 from vgrow_tf.errors import UserError
+from vgrow_tf.interop import Imported, read_tf_checkpoint
 
 FORMAT = "glo_tf_ckpt"
 DESCRIPTION = "GLO TF reference: Saver checkpoint model-<step> (+ its dataset's data.hdf5 latent codes)"
@@ -83,17 +84,12 @@ def _step_of(prefix):
     return int(tail) if tail.isdigit() else -1
 
 
-def _shapes(prefix):
-    from vgrow_tf.interop import read_tf_checkpoint
-    return read_tf_checkpoint(prefix)
-
-
 def detect(path):
     prefix = checkpoint_prefix(path)
     if prefix is None:
         return False
     try:
-        return FIRST_KERNEL in _shapes(prefix)[1]
+        return FIRST_KERNEL in read_tf_checkpoint(prefix)[1]
     except UserError:
         return False
 
@@ -129,7 +125,7 @@ def bn_scope(block):
 
 
 def _read_generator(prefix):
-    reader, shapes = _shapes(prefix)
+    reader, shapes = read_tf_checkpoint(prefix)
     if FIRST_KERNEL not in shapes:
         raise UserError(f"{prefix} is a TF checkpoint but not the GLO reference's (no {FIRST_KERNEL})")
     blocks = 0
@@ -175,7 +171,6 @@ def _assign(generator, blocks, values):
 def convert(path, data_file=None, **unused):
     """The reference checkpoint at `path` (prefix, one of its files, or its directory) and the codes in
     `data_file` (found beside it in the original's layout when not given) as a GLO snapshot."""
-    from vgrow_tf.interop import Imported
     from vgrow_tf.models import glo
     prefix = checkpoint_prefix(path)
     if prefix is None:

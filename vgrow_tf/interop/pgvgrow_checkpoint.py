@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from vgrow_tf.errors import UserError
-from vgrow_tf.interop import Imported
+from vgrow_tf.interop import Imported, read_tf_checkpoint
 from vgrow_tf.training import schedule
 
 FORMAT = "pgvgrow_ckpt"
@@ -77,18 +77,13 @@ def num_img_of(prefix):
     return int(match.group(1)) if match else None
 
 
-def _open(prefix):
-    from vgrow_tf.interop import read_tf_checkpoint
-    return read_tf_checkpoint(prefix)
-
-
 def detect(path):
     prefix = resolve_prefix(path)
     if prefix is None:
         return False
     try:
-        names = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
-    except (tf.errors.OpError, ValueError):
+        names = read_tf_checkpoint(prefix)[1]
+    except UserError:
         return False
     return all(m in names for m in MARKERS)
 
@@ -100,7 +95,7 @@ def open_checkpoint(path):
         where = "holds no checkpoint (no 'checkpoint' file, no networks-*.ckpt.index)" if os.path.isdir(path) \
             else "is not a TF checkpoint (no .index file beside it)"
         raise UserError(f"{path} {where}; give PGVGrow's networks-<num_img>.ckpt prefix or its run directory")
-    reader, shapes = _open(prefix)
+    reader, shapes = read_tf_checkpoint(prefix)
     missing = [m for m in MARKERS if m not in shapes]
     if missing:
         raise UserError(f"{prefix} is a TF checkpoint but not PGVGrow's: it has no {missing[0]} "
