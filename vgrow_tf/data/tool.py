@@ -119,15 +119,7 @@ def create_from_images(tfrecord_dir, image_dir, shuffle=True, resolution=None, r
     def load(path):
         if path in bad:
             return path, None
-        try:
-            return path, image_lib.load_image_file(path, channels, resolution, resize_filter)
-        except UserError as e:
-            if not skip_bad:
-                raise UserError(f"{e}; fix or remove it, or pass --skip_bad to skip unreadable files") \
-                    from None
-            print(f"Skipping {e}", flush=True)
-            skipped.append(path)
-            return path, None
+        return path, _read_or_skip(path, skip_bad, skipped, channels, resolution, resize_filter)
 
     loaded = ordered_parallel_map(load, (files[i] for i in order))
     metadata = dict(source=os.path.abspath(image_dir), command="create_from_images", shuffled=bool(shuffle),
@@ -140,18 +132,25 @@ def create_from_images(tfrecord_dir, image_dir, shuffle=True, resolution=None, r
     return count
 
 
+def _read_or_skip(path, skip_bad, skipped, *load_args):
+    """The image at `path`, or None when it is unreadable and `skip_bad` (it is then added to `skipped`)."""
+    try:
+        return image_lib.load_image_file(path, *load_args)
+    except UserError as e:
+        if not skip_bad:
+            raise UserError(f"{e}; fix or remove it, or pass --skip_bad to skip unreadable files") from None
+        print(f"Skipping {e}", flush=True)
+        skipped.append(path)
+        return None
+
+
 def _first_channels(files, skip_bad, skipped):
     """Channels of the first readable file; with `skip_bad`, unreadable ones before it are skipped."""
     for path in files:
-        try:
-            channels = image_lib.load_image_file(path).shape[0]
-        except UserError as e:
-            if not skip_bad:
-                raise UserError(f"{e}; fix or remove it, or pass --skip_bad to skip unreadable files") \
-                    from None
-            print(f"Skipping {e}", flush=True)
-            skipped.append(path)
+        image = _read_or_skip(path, skip_bad, skipped)
+        if image is None:
             continue
+        channels = image.shape[0]
         kind = "grayscale" if channels == 1 else "RGB"
         print(f"The first image ({path}) is {kind}, so the dataset is {kind}; "
               f"--channels {3 if channels == 1 else 1} makes it {'RGB' if channels == 1 else 'grayscale'}.")
