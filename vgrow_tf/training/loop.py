@@ -213,8 +213,12 @@ class TrainingSession:
             convert.copy_networks(source.networks, self.trainer.networks())
         print(f"Starting from {path} at {self.progress.cur_nimg.numpy() / 1000:.1f} kimg")
 
-    def save_checkpoint(self):
-        path = self.manager.save(checkpoint_number=int(self.progress.cur_nimg.numpy()))
+    def save_checkpoint(self, cur_nimg, clock):
+        """A checkpoint at `cur_nimg` images; the progress counters (kept on the host between ticks)
+        are written into the checkpointed variables first."""
+        self.progress.cur_nimg.assign(cur_nimg)
+        self.progress.elapsed_sec.assign(clock.elapsed())
+        path = self.manager.save(checkpoint_number=cur_nimg)
         return path if self.chief else None
 
     def save_snapshot(self, name):
@@ -292,9 +296,7 @@ class TrainingSession:
                 tick_stats[key].append(float(value))
 
             if stop.signal:  # no tick line: a partial tick's timings would mislead
-                self.progress.cur_nimg.assign(cur_nimg)
-                self.progress.elapsed_sec.assign(clock.elapsed())
-                path = self.save_checkpoint()
+                path = self.save_checkpoint(cur_nimg, clock)
                 print(f"Stopped at {cur_nimg / 1000:.1f} kimg; checkpoint written to {path}. "
                       f"Continue with --resume --run_dir={self.run_dir}", flush=True)
                 self.writer.flush()
@@ -309,8 +311,7 @@ class TrainingSession:
                 if cur_nimg >= next_snapshot or done:
                     name = "network-final.h5" if done else f"network-snapshot-{cur_nimg // 1000:06d}.h5"
                     snapshot_path = self.save_snapshot(name)
-                    self.progress.elapsed_sec.assign(clock.elapsed())
-                    last_good_ckpt = self.save_checkpoint() or last_good_ckpt
+                    last_good_ckpt = self.save_checkpoint(cur_nimg, clock) or last_good_ckpt
                     next_snapshot = _next_multiple(cur_nimg, snapshot_nimg)
                     self.run_metrics(snapshot_path, cur_nimg)
                 tick_stats.clear()
