@@ -3,8 +3,10 @@
 Layout (HDF5): attrs `format` ("vgrow_tf-snapshot-1"), `kind`, `config` (JSON); group
 `networks/<name>` with one dataset per weight, in the order of `model.weights` (attr `path` is kept
 for readers); group `arrays/<name>` for extra numpy arrays (e.g. GLO's latent table).
-Written to a temporary name and renamed, so a crash never leaves a truncated snapshot in place.
+Built in memory, written to a temporary name in one call and renamed, so a crash never leaves a
+truncated snapshot in place.
 """
+import io
 import json
 import os
 
@@ -17,9 +19,11 @@ FORMAT = "vgrow_tf-snapshot-1"
 
 
 def save(path, kind, config, networks, arrays=None):
+    # One write call: the window in which a killed process leaves its temporary file is as short as it can be.
+    buffer = io.BytesIO()
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(buffer, "w") as f:
             f.attrs["format"] = FORMAT
             f.attrs["kind"] = kind
             f.attrs["config"] = json.dumps(config, sort_keys=True)
@@ -30,6 +34,8 @@ def save(path, kind, config, networks, arrays=None):
                     ds.attrs["path"] = getattr(w, "path", w.name)
             for name, value in (arrays or {}).items():
                 f.create_dataset(f"arrays/{name}", data=np.asarray(value))
+        with open(tmp, "wb") as out:
+            out.write(buffer.getbuffer())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
