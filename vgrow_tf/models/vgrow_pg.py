@@ -422,8 +422,11 @@ class Trainer:
 
         body = tf.function(update, jit_compile=True, autograph=False) if fused else update
 
-        def iteration(iterator, alpha, ema_beta):
+        def iteration(iterator, alpha, ema_beta, inputs=None):
             self.trace_counts[level] = self.trace_counts.get(level, 0) + 1  # runs only while tracing
+            if inputs is not None:  # fed by a test (train_iteration's `inputs`)
+                return body(tf.unstack(inputs["reals"]), inputs["z"], inputs["pool_keys"], inputs["gp_u"],
+                            alpha, ema_beta)
             z = self.rng.normal([pool, self.arch["z_dim"]])
             pool_keys = self.rng.uniform([d_steps, pool])
             gp_u = self.rng.uniform([d_steps, batch, 1, 1, 1])
@@ -443,7 +446,11 @@ class Trainer:
             self.phase.assign(list(key))
             self._phase_key = key
 
-    def train_iteration(self, cur_nimg):
+    def train_iteration(self, cur_nimg, inputs=None):
+        """One outer iteration. `inputs` (for tests that replay another implementation's draws) replaces
+        the data and the random draws: dict(reals=[T*U, batch, r, r, C] in [-1, 1] at the working
+        resolution, z=[pool, z_dim], pool_keys=[T*U, pool] (each D step takes the particles with the
+        `batch` smallest keys, in key order), gp_u=[T*U, batch, 1, 1, 1]); single replica only."""
         lod = self._lod(cur_nimg)
         self._enter_phase(lod)
         self.cur_lod = lod
@@ -452,8 +459,9 @@ class Trainer:
         if new_level:  # the working level only grows: the lower levels' steps and data are done with
             self._steps = {level: self._make_step(level)}
             self._iterators = {k: v for k, v in self._iterators.items() if k == level}
-        values = self._steps[level](self._iterator(level), tf.constant(alpha, tf.float32),
-                                    self._ema_beta).numpy()  # the one host sync per iteration
+        iterator = self._iterator(level) if inputs is None else None
+        values = self._steps[level](iterator, tf.constant(alpha, tf.float32), self._ema_beta,
+                                    inputs).numpy()  # the one host sync per iteration
         if new_level:
             memory.return_freed_memory()  # what tracing and the dropped levels left behind
         stats, finite = host_stats(dict(zip(self.STAT_NAMES, values)))
