@@ -145,12 +145,6 @@ def _msg_pairs(trainer, data, k):
             stored, ours = to_ours(data[f"s{k}/{net}/{name}"]), var.numpy()
             group = "dlatent_avg" if name == "dlatent_avg" else ("Gs (EMA)" if net == "Gs" else "weights")
             if net == "Gs" and name == "dlatent_avg":
-                # The original copies G's dlatent_avg into Gs in the session.run that also updates it
-                # in the D step, with no dependency between the two: TF runs the copy before or after
-                # the update (docs/msg_gan_iteration.md item 23). Ours copies after; "before" would
-                # hold G's value from the end of the previous iteration.
-                before = data[f"s{k - 1}/G/dlatent_avg"]
-                ours = ours if rel_diff(ours, stored) <= rel_diff(before, stored) else before
                 group = "dlatent_avg (Gs)"
             pairs.append((group, f"{net}/{name}", ours, stored))
             if net in optimizers and id(var) in trainable:

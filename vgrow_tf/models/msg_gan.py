@@ -779,10 +779,10 @@ class Trainer:
             grads, stats, w_sum = strategy.run(d_grads, args=(images, flip, z, seed, mix_z, cutoff, gp_u))
             finite_d = apply_if_finite(strategy, self.opt_d, grads, self.D.trainable_variables)
             stats = {k: reduce_sum(strategy, v) for k, v in stats.items()}
+            if not self.ema_after_g:  # before the dlatent_avg update, so Gs copies the value from before
+                self._update_gs(ema_beta)  # it, as the original's session.run schedules it (runs first)
             if self.stylegan:  # the D loss graph runs G's dlatent_avg update too (original: twice per iteration)
                 self._update_dlatent_avg(reduce_sum(strategy, w_sum))
-            if not self.ema_after_g:
-                self._update_gs(ema_beta)
             if self.stylegan:  # fresh latents for the G step (BMSG-GAN reuses the D step's)
                 z, seed, mix_z, cutoff = draw()
             grads, g_loss, w_sum = strategy.run(g_grads, args=(images, flip, z, seed, mix_z, cutoff))
