@@ -520,6 +520,10 @@ class Trainer:
             loss = tf.reduce_sum(per) / self.batch
         return tape.gradient(loss, z)
 
+    def _replica_loss(self, images, index):
+        per, _ = self._losses(images, tf.gather(self.latents, index))
+        return tf.reduce_sum(per)
+
     def _gather(self, per_replica):
         return self.strategy.gather(per_replica, axis=0)
 
@@ -572,9 +576,16 @@ class Trainer:
                     return tf.constant(True)
                 z_finite = tf.reduce_all(tf.math.is_finite(z_grad))
                 finite = tf.logical_and(finite, tf.cond(z_finite, apply_z, lambda: tf.constant(False)))
+                # The reference then evaluates the loss at the updated codes (its "Z update" figure);
+                # BatchNorm in training mode moves its moving statistics in that run too: three
+                # updates per step, as there.
+                loss_z = reduce_sum(strategy, strategy.run(self._replica_loss, args=(images, index)))
             self.batches.assign_add(1)
-            return {"loss": reduce_sum(strategy, loss) / self.batch,
-                    "mse": reduce_sum(strategy, mse) / self.batch, "finite": finite}
+            stats = {"loss": reduce_sum(strategy, loss) / self.batch,
+                     "mse": reduce_sum(strategy, mse) / self.batch, "finite": finite}
+            if self.options.z_update != "joint":
+                stats["loss_z_update"] = loss_z / self.batch
+            return stats
 
         return tf.function(step)
 
