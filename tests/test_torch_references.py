@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from vgrow_tf import interop
 from vgrow_tf.interop import bmsg_gan
 from vgrow_tf.models import msg_gan
 from vgrow_tf.sampling import refine
@@ -63,9 +64,15 @@ def _tolerance(bmsg, key):
 
 
 def test_bmsg_networks_compute_the_originals_outputs(bmsg):
-    config, nets = _networks(bmsg)
-    assert config["resolution"] == 64 and config["z_dim"] == 8
+    """The fixture itself is a bmsg_gan_npz file (G/ and D/ state_dicts): loaded as any original model."""
+    path = os.path.join(FIXTURES, "msg_progan", "expected.npz")
+    assert interop.detect(path) == "bmsg_gan_npz"
+    imported = interop.load(path)
+    config, nets = imported.config, imported.networks
+    assert imported.kind == "msg_progan" and config["resolution"] == 64 and config["z_dim"] == 8
     fakes = nets["G"](tf.constant(bmsg["z"]))
+    for a, b in zip(nets["G"].weights, nets["Gs"].weights):  # no Gs/ arrays: the shadow is G
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert len(fakes) == 5
     errors = {f"G_out/{i}": max_relative(f, _nhwc(bmsg[f"G_out/{i}"])) for i, f in enumerate(fakes)}
     errors["D_real"] = max_relative(nets["D"](msg_gan.real_pyramid(_reals(bmsg), 5)), bmsg["D_real"])

@@ -3,8 +3,12 @@
 The original's weights are named as in its `state_dict()`: Generator `layers.<i>.conv_<j>` and
 `rgb_converters.<i>`, Discriminator `rgb_to_features.<i>`, `final_converter`, `layers.<i>.conv_<j>` and
 `final_block.conv_<j>`, each with `.weight` (NCHW order: out, in, kh, kw; the 4x4 transposed conv of
-G's first block: in, out, kh, kw) and `.bias`. Arrays come in as {name: numpy array}, e.g. from an npz
-of `{k: v.numpy() for k, v in module.state_dict().items()}`; reading `.pth` files is not done here.
+G's first block: in, out, kh, kw) and `.bias`.
+
+The file format (`bmsg_gan_npz`) is one .npz holding them as `G/<name>`, `D/<name>` and optionally
+`Gs/<name>` (the shadow generator), which a few lines of PyTorch write from the original's
+GAN_GEN_*.pth / GAN_DIS_*.pth / GAN_GEN_SHADOW_*.pth (docs/original_models.md); `.pth` files themselves
+(pickles that name torch classes) are not read.
 
 How the layers correspond:
 - G's first block turns z into 4x4 with a transposed conv on a 1x1 map: our `project` dense layer (no
@@ -14,9 +18,16 @@ How the layers correspond:
   4x4 scale's is `final_converter`), our top `from_rgb` its `rgb_to_features.<depth-2>`.
 - Both use the same equalised-lr scale sqrt(2 / fan_in) on every layer, toRGB and the last one included.
 """
+import os
+import zipfile
+
 import numpy as np
 
 from vgrow_tf.errors import UserError
+
+FORMAT = "bmsg_gan_npz"
+DESCRIPTION = "BMSG-GAN (MSG-ProGAN, PyTorch): its G/D (and shadow G) state_dicts as G/<name>, D/<name>, Gs/<name> in one .npz"
+MARKERS = ("G/layers.0.conv_1.weight.npy", "D/final_block.conv_3.weight.npy")
 
 
 def _conv(weight):
@@ -94,3 +105,31 @@ def load_state_dicts(networks, gen, dis, shadow=None):
                 raise UserError(f"BMSG-GAN {name}: shape {tuple(value.shape)} does not fit "
                                 f"{tuple(variable.shape)}")
             variable.assign(value)
+
+
+def detect(path):
+    if not (os.path.isfile(path) and zipfile.is_zipfile(path)):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+    return all(m in names for m in MARKERS)
+
+
+def _group(arrays, prefix):
+    return {k[len(prefix) + 1:]: arrays[k] for k in arrays.files if k.startswith(prefix + "/")}
+
+
+def convert(path, **options):
+    from vgrow_tf.interop import Imported
+    from vgrow_tf.models import msg_gan
+
+    if not detect(path):
+        raise UserError(f"{path} is not a BMSG-GAN npz (it needs {' and '.join(m[:-4] for m in MARKERS)})")
+    with np.load(path, allow_pickle=False) as arrays:
+        gen, dis, shadow = _group(arrays, "G"), _group(arrays, "D"), _group(arrays, "Gs")
+    config = config_for(gen, dis)
+    networks = msg_gan.build_networks(config)
+    load_state_dicts(networks, gen, dis, shadow or None)
+    summary = (f"BMSG-GAN (MSG-ProGAN) {config['resolution']} px, {config['channels']} channels, "
+               f"latent {config['z_dim']}, " + ("with" if shadow else "no") + " shadow generator")
+    return Imported(kind="msg_progan", config=config, networks=networks, arrays={}, summary=summary)
