@@ -6,7 +6,7 @@ space with a fixed ("stale") discriminator, whose logit d(x) estimates log(mu / 
     z_{k+1} = z_k + eta * s(d(G(z_k))) * grad_z d(G(z_k)) + sqrt(2 eta gamma) * xi_k,   xi_k ~ N(0, I)
 
 s(d) = r f''(r) with r = e^-d is the f-divergence's weight, taken from `vgrow_tf.divergences`
-(KL: 1, JS: sigmoid(d), LogD: sigmoid(-d) — as in the paper — and Jeffreys, which the paper lacks).
+(KL: 1, JS: sigmoid(d) exactly, LogD: sigmoid(-d) — as DGflow's code — and Jeffreys, which it lacks).
 As in the reference code, the gradient is that of the batch-summed logit, each row's then multiplied
 by its own s (no gradient through s), and there is no prior term, clipping or projection. Paper
 defaults: eta 0.1, gamma 0.01, 25 steps, saving every 5; all its configs use KL. With gamma = 0 and KL
@@ -57,7 +57,7 @@ def dgflow_step(z, generator_fn, logit_fn, eta, gamma, divergence, noise):
         raise UserError("the discriminator's logit does not depend on the latents; cannot run DGflow")
     # As the reference code: row i's gradient of the batch-summed logit, times row i's own s. (Not the
     # gradient of sum_j s_j d_j: with a minibatch-stddev D, d_j depends on z_i and the two differ.)
-    s = divergences.s_weight(d, name)
+    s = divergences.s_weight(d, name, js_floor=0.0)  # DGflow's JS: exactly sigmoid(d), no VGrow guard
     new_z = z + eta * s[:, None] * grad + math.sqrt(2.0 * eta * gamma) * tf.convert_to_tensor(noise, tf.float32)
     return new_z, d
 
