@@ -28,7 +28,7 @@ def test_one_step_equals_hand_computation_linear_discriminator(name):
     eta, gamma = 0.1, 0.01
     new, d = refine.dgflow_step(z, identity, lambda x: tf.linalg.matvec(x, w) + b, eta, gamma, name, xi)
     d_hand = z @ w + b
-    s = divergences.s_weight_np(d_hand, name)
+    s = divergences.s_weight_np(d_hand, name, js_floor=0.0)  # DGflow: JS exactly sigmoid(d)
     expected = z + eta * s[:, None] * w[None] + math.sqrt(2 * eta * gamma) * xi
     np.testing.assert_allclose(d.numpy(), d_hand, rtol=1e-5)
     np.testing.assert_allclose(new.numpy(), expected, rtol=1e-5, atol=1e-6)
@@ -41,6 +41,12 @@ def test_s_weights_are_the_papers():
     np.testing.assert_allclose(divergences.s_weight_np(d, "KL"), 1.0)
     np.testing.assert_allclose(divergences.s_weight_np(d, "JS"), sig, rtol=1e-3)  # up to the 1e-6 guard
     np.testing.assert_allclose(divergences.s_weight_np(d, "LogD"), 1 - sig, rtol=1e-6)
+    # DGflow's code has no guard: at d = -14 VGrow's 1e-6 would more than double s.
+    d = np.array([-14.0, -800.0, 0.5])
+    with np.errstate(over="ignore"):
+        sigmoid = 1 / (1 + np.exp(-d))
+    np.testing.assert_allclose(divergences.s_weight_np(d, "JS", js_floor=0.0), sigmoid, rtol=1e-12)
+    assert divergences.s_weight_np(d, "JS")[0] > 2 * divergences.s_weight_np(d, "JS", js_floor=0.0)[0]
 
 
 def test_one_step_with_a_nonlinear_generator_and_discriminator():
@@ -56,7 +62,7 @@ def test_one_step_with_a_nonlinear_generator_and_discriminator():
     x = np.tanh(z @ A.T)
     d = -0.5 * np.sum((x - m) ** 2, axis=1)
     grad = ((m - x) * (1 - x ** 2)) @ A
-    expected = z + 0.05 * divergences.s_weight_np(d, "JS")[:, None] * grad + math.sqrt(2 * 0.05 * 0.02) * xi
+    expected = z + 0.05 * divergences.s_weight_np(d, "JS", js_floor=0.0)[:, None] * grad + math.sqrt(2 * 0.05 * 0.02) * xi
     np.testing.assert_allclose(new.numpy(), expected, rtol=1e-4, atol=1e-5)
 
 

@@ -24,6 +24,7 @@ FORMAT_MODULES = {
     "pgvgrow_ckpt": "vgrow_tf.interop.pgvgrow_checkpoint",
     "glo_tf_ckpt": "vgrow_tf.interop.glo_checkpoint",
     "scogan_keras": "vgrow_tf.interop.scogan_keras",
+    "bmsg_gan_npz": "vgrow_tf.interop.bmsg_gan",
 }
 
 

@@ -685,6 +685,12 @@ class Trainer:
             self._iterator_obj = iter(self.strategy.experimental_distribute_dataset(dataset))
         return self._iterator_obj
 
+    def feed_inputs(self, batches, rng):
+        """Test hook to rerun another implementation's iterations: the next iterations read `batches`
+        (dicts with "image", NHWC in [-1, 1]) instead of the dataset, and draw latents, flips and seeds
+        from `rng` (anything with tf.random.Generator's normal/uniform/make_seeds) instead of --seed."""
+        self._iterator_obj, self.rng, self._step = iter(batches), rng, None
+
     # -- per-replica pieces ------------------------------------------------------------------------
     def _replica_seed(self, seed):
         ctx = tf.distribute.get_replica_context()

@@ -6,9 +6,9 @@ space with a fixed ("stale") discriminator, whose logit d(x) estimates log(mu / 
     z_{k+1} = z_k + eta * s(d(G(z_k))) * grad_z d(G(z_k)) + sqrt(2 eta gamma) * xi_k,   xi_k ~ N(0, I)
 
 s(d) = r f''(r) with r = e^-d is the f-divergence's weight, taken from `vgrow_tf.divergences`
-(KL: 1, JS: sigmoid(d), LogD: sigmoid(-d) — as in the paper — and Jeffreys, which the paper lacks).
-As in the reference code, s is computed from d and held constant in the gradient (stop_gradient), the
-gradient is that of the batch-summed logit, and there is no prior term, clipping or projection. Paper
+(KL: 1, JS: sigmoid(d) exactly, LogD: sigmoid(-d) — as DGflow's code — and Jeffreys, which it lacks).
+As in the reference code, the gradient is that of the batch-summed logit, each row's then multiplied
+by its own s (no gradient through s), and there is no prior term, clipping or projection. Paper
 defaults: eta 0.1, gamma 0.01, 25 steps, saving every 5; all its configs use KL. With gamma = 0 and KL
 the update is plain gradient ascent on d(G(z)).
 
@@ -51,12 +51,14 @@ def dgflow_step(z, generator_fn, logit_fn, eta, gamma, divergence, noise):
     with tf.GradientTape() as tape:
         tape.watch(z)
         d = tf.reshape(tf.cast(logit_fn(generator_fn(z)), tf.float32), [-1])
-        s = tf.stop_gradient(divergences.s_weight(d, name))
-        objective = tf.reduce_sum(s * d)  # d/dz_i = s_i * grad_{z_i} d_i for a batch-independent D
-    grad = tape.gradient(objective, z)
+        total = tf.reduce_sum(d)
+    grad = tape.gradient(total, z)
     if grad is None:
         raise UserError("the discriminator's logit does not depend on the latents; cannot run DGflow")
-    new_z = z + eta * grad + math.sqrt(2.0 * eta * gamma) * tf.convert_to_tensor(noise, tf.float32)
+    # As the reference code: row i's gradient of the batch-summed logit, times row i's own s. (Not the
+    # gradient of sum_j s_j d_j: with a minibatch-stddev D, d_j depends on z_i and the two differ.)
+    s = divergences.s_weight(d, name, js_floor=0.0)  # DGflow's JS: exactly sigmoid(d), no VGrow guard
+    new_z = z + eta * s[:, None] * grad + math.sqrt(2.0 * eta * gamma) * tf.convert_to_tensor(noise, tf.float32)
     return new_z, d
 
 
@@ -82,7 +84,8 @@ def _check_flow(eta, gamma, steps, group_size):
 
 
 def refine_latents(latents, generator_fn, logit_fn, eta=0.1, gamma=0.01, steps=25, divergence="KL",
-                   save_every=5, seed=0, group_size=DEFAULTS["group_size"], noise_keys=None, progress=None):
+                   save_every=5, seed=0, group_size=DEFAULTS["group_size"], noise_keys=None, progress=None,
+                   noise=None):
     """Runs DGflow on `latents` [N, dim], rows taken in consecutive groups of `group_size` (the last
     may be smaller), each group one batch through D for every step.
 
@@ -90,7 +93,8 @@ def refine_latents(latents, generator_fn, logit_fn, eta=0.1, gamma=0.01, steps=2
     `save_every` steps and the last step; `logits` maps the same steps -> d(G(z)) [N]. Row i's noise is
     `latent_noise(seed, [noise_keys[i]])` (keys default to the row numbers), so it does not depend on
     the grouping; with a batch-dependent D the path does (see the module docstring). `progress(step,
-    mean logit)` is called for every step of every group.
+    mean logit)` is called for every step of every group. `noise` [N, steps, dim] replaces the seeded
+    streams (to rerun another implementation's draws).
     """
     _check_flow(eta, gamma, steps, group_size)
     divergence = divergences.canonical_name(divergence)
@@ -104,10 +108,10 @@ def refine_latents(latents, generator_fn, logit_fn, eta=0.1, gamma=0.01, steps=2
     for start in range(0, len(z), group_size):
         rows = slice(start, start + group_size)
         group = z[rows].copy()
-        noise = latent_noise(seed, keys[rows], steps, z.shape[1])
+        group_noise = latent_noise(seed, keys[rows], steps, z.shape[1]) if noise is None else noise[rows]
         saved[0][rows] = group
         for step in range(1, steps + 1):
-            new, d = dgflow_step(group, generator_fn, logit_fn, eta, gamma, divergence, noise[:, step - 1])
+            new, d = dgflow_step(group, generator_fn, logit_fn, eta, gamma, divergence, group_noise[:, step - 1])
             if step - 1 in logits:
                 logits[step - 1][rows] = d.numpy()
             group = new.numpy()
