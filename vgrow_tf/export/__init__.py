@@ -43,19 +43,53 @@ def _importable(name):
     return importlib.util.find_spec(name) is not None
 
 
-def export(snap, out, fmt="saved_model", quantize=None, overwrite=False, source=None):
-    """Writes `snap`'s generator to `out` in format `fmt`; returns `out`."""
+def check_model(snap):
+    """A model the exports can serve: one with a generator of latents (not a classifier or corrector)."""
+    if not hasattr(snap.family, "generator_tensor") or int(snap.latent_dim) <= 0:
+        raise UserError(f"a {snap.kind} model has no generator of latents; export_model.py exports generators "
+                        "(vgrow_pg, msg_stylegan, msg_progan, glo, cogan, scogan)")
+
+
+def describe(snap):
+    info = serving_metadata(snap)
+    return f"{info['resolution']}x{info['resolution']}x{info['channels']}, z_dim {info['z_dim']}"
+
+
+def serving_metadata(snap, source=None):
+    from vgrow_tf.export import serving
+    return serving.metadata(snap, source)
+
+
+def export(snap, out, fmt="saved_model", quantize=None, overwrite=False, source=None, verbose=False):
+    """Writes `snap`'s generator to `out` in format `fmt`; returns `out`. A converter's failure is a
+    UserError naming the model and the format (an unsupported combination)."""
     from vgrow_tf.export import serving
     check_request(fmt, out, quantize, overwrite)
+    check_model(snap)
     writer = importlib.import_module(FORMATS[fmt][0])
     module = serving.serving_module(snap, source)
     tmp = _temporary_name(out)
     try:
-        writer.write(module, tmp, quantize=quantize)
+        writer.write(module, tmp, quantize=quantize, verbose=verbose)
         _replace(tmp, out)
+    except (UserError, OSError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - the converters raise many types; the user needs one line
+        if verbose:
+            raise
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise UserError(f"cannot export this {snap.kind} model as {fmt} ({type(e).__name__}: {detail}); "
+                        "--verbose shows the converter's traceback") from None
     finally:
         _remove(tmp)
     return out
+
+
+def size_on_disk(path):
+    """Bytes of a file, or of every file under a folder (a SavedModel)."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
 
 
 def _temporary_name(out):

@@ -11,7 +11,7 @@ import tensorflow as tf
 METADATA_FILE = "vgrow_tf_metadata.json"
 
 
-def write(module, path, quantize=None):
+def write(module, path, quantize=None, verbose=False):
     tf.saved_model.save(module, path, signatures=module.functions)
     os.makedirs(os.path.join(path, "assets"), exist_ok=True)
     with open(os.path.join(path, "assets", METADATA_FILE), "w") as f:

@@ -3,7 +3,7 @@ the batch size is free (resize the input tensor before allocating)."""
 import tensorflow as tf
 
 
-def write(module, path, quantize=None):
+def write(module, path, quantize=None, verbose=False):
     function = module.functions["serving_default"].get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], module)
     if quantize == "dynamic":  # int8 weights, float activations
