@@ -7,7 +7,7 @@ vgrow_tf: z [N, z_dim] float32 in, uint8 images [N, H, W, C] out (what generate_
 
 SOURCE is anything --snapshot takes: a network-*.h5, a run directory (its latest snapshot), or a model
 saved by an original code (msg-stylegan-tf pickle, PGVGrow / GLO-TF checkpoint, SCoGAN folders).
-LiteRT and ONNX need the export libraries: pip install 'vgrow_tf[export]'.
+LiteRT and ONNX need the export libraries: pip install -e ".[export]".
 
 Installed as vgrow-export-model; the work is in vgrow_tf.export.
 """

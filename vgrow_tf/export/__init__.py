@@ -20,7 +20,7 @@ FORMATS = {
     "onnx": ("vgrow_tf.export.onnx", "one .onnx file", (("tf2onnx", "tf2onnx"), ("onnx", "onnx"))),
 }
 QUANTIZE = ("float16", "dynamic")
-INSTALL_HINT = "pip install 'vgrow_tf[export]'"
+INSTALL_HINT = 'pip install -e ".[export]" (tf2onnx, onnx, onnxruntime, ai-edge-litert)'
 
 
 def check_request(fmt, out, quantize=None, overwrite=False):
