@@ -73,7 +73,13 @@ def _written_by_generate_samples(snap, seeds, folder):
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
+def glo():
+    from vgrow_tf import snapshot
+    return snapshot.load(os.path.join(FIXTURES, "glo"))
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory, glo):
     from vgrow_tf import export, snapshot
     from vgrow_tf.sampling import latents, modes
     from vgrow_tf.sampling.images import to_uint8
@@ -94,6 +100,9 @@ def exports(tmp_path_factory):
         if _skip_reason(fmt) is None:
             path = export.export(own, os.path.join(folder, f"own.{suffix}"), fmt)
             ex.add(f"own_{fmt}", fmt, path, "serving_default", {"z": z}, {"images": written})
+    if _skip_reason("tflite") is None:
+        path = export.export(own, os.path.join(folder, "own-f16.tflite"), "tflite", quantize="float16")
+        ex.add("own_tflite_f16", "tflite", path, "serving_default", {"z": z}, {"images": written})
 
     # The original codes' models, each in one format.
     msg = snapshot.load(os.path.join(FIXTURES, "msg_stylegan", "network.pkl"))
@@ -123,7 +132,6 @@ def exports(tmp_path_factory):
         path = export.export(pg, os.path.join(folder, "pg.tflite"), "tflite")
         ex.add("pg_tflite", "tflite", path, "serving_default", {"z": z}, {"images": to_uint8(pg.generate(z))})
     if _skip_reason("onnx") is None:
-        glo = snapshot.load(os.path.join(FIXTURES, "glo"))
         z = latents.latents_for_seeds(glo, SEEDS)
         path = export.export(glo, os.path.join(folder, "glo.onnx"), "onnx")
         ex.add("glo_onnx", "onnx", path, "serving_default", {"z": z}, {"images": to_uint8(glo.generate(z))})
@@ -149,7 +157,7 @@ def results(exports):
 def _job(exports, name):
     job = next((j for j in exports.jobs if j["name"] == name), None)
     if job is None:
-        fmt = {"own_tflite": "tflite", "pg_tflite": "tflite", "own_onnx": "onnx", "glo_onnx": "onnx"}[name]
+        fmt = "onnx" if name.endswith("onnx") else "tflite"
         pytest.skip(_skip_reason(fmt))
     return job
 
@@ -174,6 +182,14 @@ def test_exported_images_equal_vgrow_tf_images(exports, results, name):
         _assert_images_close(results[f"{name}/first/images"], exports.expected[name]["images"][:1], 2)
 
 
+def test_float16_litert_is_smaller_and_close(exports, results):
+    """--quantize=float16 stores half-size weights (of this tiny model's 49 kB file, most is graph: -21 %;
+    the 32 px fixture's file halves, see benchmarks/export_latency.py); its images stay within 4 levels."""
+    job = _job(exports, "own_tflite_f16")
+    assert os.path.getsize(job["path"]) < 0.9 * os.path.getsize(_job(exports, "own_tflite")["path"])
+    _assert_images_close(results["own_tflite_f16/images"], exports.expected["own_tflite_f16"]["images"], 4)
+
+
 def test_exports_differ_where_the_inputs_differ(exports, results):
     """The comparisons above are not of constant images: truncation and domain change the output."""
     assert np.abs(results["msg_psi/images"].astype(int) - results["msg/images"]).max() > 2
@@ -196,18 +212,46 @@ def test_metadata_readable_without_vgrow_tf(exports, results):
     assert "run is a run directory; using its latest snapshot" in exports.cli_output
 
 
-def test_glo_sample_gaussian_signature_is_generate_samples_sampler():
+def test_glo_sample_gaussian_signature_is_generate_samples_sampler(glo):
     """sample_gaussian(noise = RandomState(s).randn) decodes the latent generate_samples.py uses for seed s."""
-    from vgrow_tf import snapshot
     from vgrow_tf.export import serving
     from vgrow_tf.sampling import latents
     from vgrow_tf.sampling.images import to_uint8
-    glo = snapshot.load(os.path.join(FIXTURES, "glo"))
     module = serving.serving_module(glo)
     noise = np.concatenate([np.random.RandomState(s).randn(1, glo.latent_dim) for s in SEEDS]).astype(np.float32)
     got = module.functions["sample_gaussian"](noise=noise)["images"].numpy()
     expected = to_uint8(glo.generate(latents.latents_for_seeds(glo, SEEDS)))
     _assert_images_close(got, expected, 1)
+
+
+@pytest.mark.parametrize("kind", ["msg_progan", "cogan"])
+def test_signatures_of_the_other_kinds(kind):
+    """The families' extras in-process (the files above cover MSG-StyleGAN, SCoGAN, PGVGrow and GLO):
+    MSG-ProGAN's scales and D, CoGAN's second domain (hard-shared layers)."""
+    from vgrow_tf.export import serving
+    from vgrow_tf.models import coupled_gan, msg_gan
+    from vgrow_tf.sampling import latents
+    from vgrow_tf.sampling.images import to_uint8
+    from vgrow_tf.snapshot import Snapshot
+    family = msg_gan if kind == "msg_progan" else coupled_gan
+    config = msg_gan.make_config(kind, 8, 1, z_dim=8, fmap_base=32, fmap_max=16) if kind == "msg_progan" \
+        else coupled_gan.make_config(kind, 8, 1, z_dim=8, fmaps=16)
+    snap = Snapshot("tiny.h5", kind, config, family.build_networks(config), {}, family)
+    functions = serving.serving_module(snap).functions
+    z = latents.latents_for_seeds(snap, SEEDS)
+    if kind == "msg_progan":
+        assert "truncation_psi" not in functions
+        scales = snap.generate(z, all_scales=True)
+        got = functions["multiscale"](z=z)
+        for s in scales:
+            _assert_images_close(got[f"images_{s.shape[1]}x{s.shape[1]}"].numpy(), to_uint8(s), 1)
+        images = to_uint8(scales[-1])
+        np.testing.assert_allclose(functions["discriminate"](images=images)["logits"].numpy(),
+                                   np.asarray(snap.discriminator_logit(images.astype(np.float32) / 127.5 - 1.0)).reshape(-1),
+                                   rtol=1e-4, atol=1e-5)
+    else:
+        assert "discriminate" not in functions
+        _assert_images_close(functions["domain_b"](z=z)["images"].numpy(), to_uint8(snap.generate(z, domain="b")), 1)
 
 
 def test_bad_requests_are_one_line_and_leave_nothing(tmp_path):
@@ -227,6 +271,28 @@ def test_cli_refuses_existing_out_in_one_line(exports):
     result = typed(exports.folder, "export_model.py", "run", "own_sm", "--format=saved_model")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "Error: own_sm already exists; choose another name or pass --overwrite"
+
+
+def test_a_failed_conversion_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """A converter that fails half-way (here: after writing part of its file) -> UserError, no OUT, no
+    temporary file, no folder the export created."""
+    from vgrow_tf import export
+    from vgrow_tf.errors import UserError
+    from vgrow_tf.export import tflite
+    from vgrow_tf.models import coupled_gan
+    from vgrow_tf.snapshot import Snapshot
+    config = coupled_gan.make_config("cogan", 8, 1, z_dim=4, fmaps=8)
+    snap = Snapshot("tiny.h5", "cogan", config, coupled_gan.build_networks(config), {}, coupled_gan)
+
+    def write_half(module, path, **unused):
+        with open(path, "wb") as f:
+            f.write(b"TFL3")
+        raise RuntimeError("op Foo is neither a custom op nor a flex op\nmore detail")
+    monkeypatch.setattr(tflite, "write", write_half)
+    with pytest.raises(UserError, match=r"^cannot export this cogan model as tflite \(RuntimeError: op Foo "
+                                        r"is neither a custom op nor a flex op\); --verbose"):
+        export.export(snap, str(tmp_path / "new" / "deeper" / "gen.tflite"), "tflite")
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_model_without_generator_is_refused(tmp_path):

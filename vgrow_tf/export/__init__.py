@@ -13,11 +13,11 @@ import shutil
 
 from vgrow_tf.errors import UserError
 
-# format -> (module, what it writes, the packages its conversion imports: (import name, pip name))
+# format -> (its module, the packages its conversion imports beyond TensorFlow)
 FORMATS = {
-    "saved_model": ("vgrow_tf.export.saved_model", "a SavedModel folder", ()),
-    "tflite": ("vgrow_tf.export.tflite", "one .tflite file", ()),
-    "onnx": ("vgrow_tf.export.onnx", "one .onnx file", (("tf2onnx", "tf2onnx"), ("onnx", "onnx"))),
+    "saved_model": ("vgrow_tf.export.saved_model", ()),
+    "tflite": ("vgrow_tf.export.tflite", ()),
+    "onnx": ("vgrow_tf.export.onnx", ("tf2onnx", "onnx")),
 }
 QUANTIZE = ("float16", "dynamic")
 INSTALL_HINT = 'pip install -e ".[export]" (tf2onnx, onnx, onnxruntime, ai-edge-litert)'
@@ -34,7 +34,7 @@ def check_request(fmt, out, quantize=None, overwrite=False):
             raise UserError(f"unknown --quantize {quantize!r}; choose {' or '.join(QUANTIZE)}")
     if os.path.lexists(out) and not overwrite:
         raise UserError(f"{out} already exists; choose another name or pass --overwrite")
-    missing = [pip_name for name, pip_name in FORMATS[fmt][2] if not _importable(name)]
+    missing = [name for name in FORMATS[fmt][1] if not _importable(name)]
     if missing:
         raise UserError(f"--format={fmt} needs {', '.join(missing)}: {INSTALL_HINT}")
 
@@ -51,32 +51,33 @@ def check_model(snap):
 
 
 def describe(snap):
-    info = serving_metadata(snap)
-    return f"{info['resolution']}x{info['resolution']}x{info['channels']}, z_dim {info['z_dim']}"
-
-
-def serving_metadata(snap, source=None):
     from vgrow_tf.export import serving
-    return serving.metadata(snap, source)
+    info = serving.metadata(snap)
+    return f"{info['resolution']}x{info['resolution']}x{info['channels']}, z_dim {info['z_dim']}"
 
 
 def export(snap, out, fmt="saved_model", quantize=None, overwrite=False, source=None, verbose=False):
     """Writes `snap`'s generator to `out` in format `fmt`; returns `out`. A converter's failure is a
     UserError naming the model and the format (an unsupported combination)."""
     from vgrow_tf.export import serving
+    out = os.path.normpath(out)
     check_request(fmt, out, quantize, overwrite)
     check_model(snap)
     writer = importlib.import_module(FORMATS[fmt][0])
     module = serving.serving_module(snap, source)
-    tmp = _temporary_name(out)
+    new_folders = _make_parents(out)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(out)), f".{os.path.basename(out)}.tmp-{os.getpid()}")
     try:
         writer.write(module, tmp, quantize=quantize, verbose=verbose)
         _replace(tmp, out)
-    except (UserError, OSError, MemoryError, KeyboardInterrupt):
-        raise
-    except Exception as e:  # noqa: BLE001 - the converters raise many types; the user needs one line
-        if verbose:
+    except BaseException as e:
+        _remove(tmp)
+        for folder in new_folders:  # a failed export leaves no folder it created behind
+            if os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
+        if verbose or isinstance(e, (UserError, OSError, MemoryError, KeyboardInterrupt, SystemExit)):
             raise
+        # the converters raise many types (ConverterError, tf2onnx's); the user needs one line
         detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise UserError(f"cannot export this {snap.kind} model as {fmt} ({type(e).__name__}: {detail}); "
                         "--verbose shows the converter's traceback") from None
@@ -92,10 +93,14 @@ def size_on_disk(path):
     return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
 
 
-def _temporary_name(out):
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    return os.path.join(parent, f".{os.path.basename(os.path.normpath(out))}.tmp-{os.getpid()}")
+def _make_parents(out):
+    """Creates OUT's missing parent folders; returns them deepest first."""
+    missing, parent = [], os.path.dirname(os.path.abspath(out))
+    while not os.path.isdir(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    return missing
 
 
 def _replace(tmp, out):
