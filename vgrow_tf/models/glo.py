@@ -162,11 +162,20 @@ def fit_gaussian(latents):
     return mean, centred.T @ centred / len(latents)
 
 
+def gaussian_factor(cov):
+    """Lower Cholesky factor of cov (with a tiny ridge, as the covariance of few latents may be singular)."""
+    cov = np.asarray(cov, np.float64)
+    return np.linalg.cholesky(cov + 1e-8 * np.eye(len(cov)) * max(np.trace(cov) / len(cov), 1e-12))
+
+
 def sample_gaussian(mean, cov, count, seed=0):
     """`count` draws from N(mean, cov) (the paper's sampler; no projection), float32."""
-    rng = np.random.RandomState(seed)
-    chol = np.linalg.cholesky(cov + 1e-8 * np.eye(len(mean)) * max(np.trace(cov) / len(mean), 1e-12))
-    return (mean + rng.randn(count, len(mean)) @ chol.T).astype(np.float32)
+    return draw_gaussian(mean, gaussian_factor(cov), count, seed)
+
+
+def draw_gaussian(mean, factor, count, seed=0):
+    """mean + RandomState(seed).randn(count, dim) @ factor^T, float32 (the exports do the same in the graph)."""
+    return (mean + np.random.RandomState(seed).randn(count, len(mean)) @ factor.T).astype(np.float32)
 
 
 def sampling_rows(arrays):
@@ -179,12 +188,19 @@ def sampling_rows(arrays):
     return latents
 
 
-def latent_sampler(config, arrays):
-    """draw(count, seed): the paper's sampler, a full-covariance Gaussian fitted to the learned latents."""
+def gaussian_prior(config, arrays):
+    """(mean, cholesky factor) of the full-covariance Gaussian fitted to the learned latents (the
+    exports compute mean + noise @ factor^T in the graph, as latent_sampler does in numpy)."""
     if "latents" not in arrays:
         raise UserError("this GLO snapshot holds no latent table (arrays/latents); it cannot be sampled")
     mean, cov = fit_gaussian(sampling_rows(arrays))
-    return lambda count, seed: sample_gaussian(mean, cov, count, seed)
+    return mean, gaussian_factor(cov)
+
+
+def latent_sampler(config, arrays):
+    """draw(count, seed): the paper's sampler, a full-covariance Gaussian fitted to the learned latents."""
+    mean, factor = gaussian_prior(config, arrays)
+    return lambda count, seed: draw_gaussian(mean, factor, count, seed)
 
 
 # --- losses ------------------------------------------------------------------------------------

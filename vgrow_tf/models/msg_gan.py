@@ -505,12 +505,19 @@ def discriminator_logit(networks, config, images, **unused):
     """D's logit for a list of scales, or for top-resolution images (their pyramid is pooled here)."""
     if not isinstance(images, (list, tuple)):
         images = real_pyramid(tf.convert_to_tensor(images, tf.float32), len(_resolutions(config["resolution"])))
-    n = int(images[0].shape[0])
     group = config.get("mbstd_group_size", 0) if config["model"] == "msg_stylegan" else 0
-    cut = n - n % group if group and n > group else n  # minibatch-stddev groups must divide the batch
-    if cut == n:
-        return networks["D"](images)
-    return tf.concat([networks["D"]([s[:cut] for s in images]), networks["D"]([s[cut:] for s in images])], 0)
+    d = networks["D"]
+
+    def in_two_parts(cut):  # minibatch-stddev groups must divide the batch: the remainder is its own group
+        return tf.concat([d([s[:cut] for s in images]), d([s[cut:] for s in images])], 0)
+
+    n = images[0].shape[0]
+    if n is None:  # a traced function of any batch size (the exports' discriminate signature)
+        n = tf.shape(images[0])[0]
+        cut = n - n % group if group > 1 else n
+        return tf.cond((cut == n) | (n <= group), lambda: d(images), lambda: in_two_parts(cut))
+    cut = n - n % group if group and n > group else n
+    return d(images) if cut == n else in_two_parts(cut)
 
 
 # --- losses with lists of scales ---------------------------------------------------------------
