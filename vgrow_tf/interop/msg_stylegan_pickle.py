@@ -300,7 +300,7 @@ def _changed_settings(config):
     from vgrow_tf.models import msg_gan
 
     skip = {"dlatent_size", "d_fmap_base", "d_fmap_max"}
-    changed = [f"{k}={config[k]!r}" for k in msg_gan.STYLE_KEYWORDS
+    changed = [f"{k}={config[k]!r}" for k in ("use_eql",) + msg_gan.STYLE_KEYWORDS
                if k not in skip and k in config and config[k] != msg_gan.style_settings({})[k]
                and not (k.startswith("d_") and config[k] == config.get(k[2:]))]
     return ", " + ", ".join(changed) if changed else ""
@@ -377,6 +377,8 @@ def original_kwargs(config):
     for key in G_CALL:  # recorded call defaults, only when set (else the original's own apply)
         if config.get(key) is not None:
             g[key] = config[key]
+    if g.get("dlatent_avg_beta") == 1.0:  # G_style's spelling of "no tracking" (it treats 1 alike)
+        g["dlatent_avg_beta"] = None
     d = dict(common, mbstd_group_size=config["mbstd_group_size"], mbstd_num_features=s["mbstd_num_features"],
              **{k: s[f"d_{G_KEYS.get(k, k)}"] for k in D_SETTINGS})
     d["blur_filter"] = list(d["blur_filter"]) or None

@@ -148,7 +148,8 @@ def nf_rule(fmap_base, fmap_max, fmap_decay=1.0):
 
 def parse_blur_filter(value, flag="--blur_filter"):
     """'1,2,1' | [1, 2, 1] -> [1, 2, 1]; 'none' | '' | None | [] -> [] (no blur)."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")) or \
+            (isinstance(value, (list, tuple)) and not value):
         return []
     parts = value.split(",") if isinstance(value, str) else list(value)
     try:
