@@ -727,6 +727,15 @@ def loss_functions(name):
 
 # --- training --------------------------------------------------------------------------------
 
+def _flag_value(value):
+    """A config value as typed on the command line."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "none"
+    return value
+
+
 def _option(options, name, default=None):
     value = getattr(options, name, None)
     return default if value is None else value
@@ -832,6 +841,17 @@ class Trainer:
     def checkpoint_items(self):
         return dict(G=self.G, D=self.D, Gs=self.Gs, opt_g=self.opt_g, opt_d=self.opt_d, rng=self.rng,
                     batches_seen=self.batches_seen)
+
+    def check_source_config(self, source, path):
+        """--resume_from: the source's architecture must be this run's (an activation or a norm shows in no
+        weight shape); one line with the flags that rebuild it."""
+        keys = ("z_dim", "fmap_base", "fmap_max", "mapping_layers", "mapping_fmaps", "mapping_lrmul",
+                "mbstd_group_size", "use_eql", "combine") + STYLE_KEYWORDS
+        call_settings = ("truncation_psi", "truncation_cutoff", "dlatent_avg_beta")  # not architecture
+        differ = [k for k in keys if k not in call_settings and k in source and source[k] != self.arch.get(k)]
+        if differ:
+            flags = " ".join(f"--{k}={_flag_value(source[k])}" for k in differ)
+            raise UserError(f"--resume_from {path} was built with other settings than this run; add {flags}")
 
     def after_restore(self, cur_nimg):
         self._iterator_obj = None  # rebuilt lazily, skipping the batches already consumed
