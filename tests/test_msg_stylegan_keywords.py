@@ -6,7 +6,6 @@ all differ (latent, mapping, dlatent, G and D feature maps) and G_synthesis / D_
 """
 import json
 import os
-import pickle
 
 import numpy as np
 import pytest
@@ -158,3 +157,27 @@ def test_train_resume_from_the_pickle_as_typed(tmp_path):
     result = typed(tmp_path, "train.py", *common, "--run_dir=other", *wrong)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
         "Error: --resume_from network.pkl was built with other settings than this run; add --dlatent_size=40")
+
+
+def test_configs_written_before_these_keywords_build_the_default_networks():
+    """Our older snapshots' configs have none of the new keys: they build what the defaults build."""
+    from vgrow_tf.models import msg_gan
+    new = msg_gan.make_config("msg_stylegan", 8, 1, z_dim=8, fmap_base=64, fmap_max=16, mapping_fmaps=8,
+                              mapping_layers=2)
+    old = {k: v for k, v in new.items() if k not in msg_gan.STYLE_KEYWORDS}
+    assert len(old) < len(new)
+    built_new, built_old = msg_gan.build_networks(new), msg_gan.build_networks(old)
+    for name in ("G", "D", "Gs"):
+        assert [tuple(w.shape) for w in built_new[name].weights] == [tuple(w.shape) for w in built_old[name].weights]
+
+
+@pytest.mark.parametrize("flag, message", [
+    (dict(d_nonlinearity="tanh"), "--d_nonlinearity 'tanh': choose one of lrelu, relu"),
+    (dict(blur_filter="1,x"), "--blur_filter '1,x' is not a list of numbers"),
+    (dict(d_fused_scale="maybe"), "--d_fused_scale 'maybe': choose auto, true or false"),
+    (dict(mbstd_num_features=0), "--mbstd_num_features must be >= 1"),
+])
+def test_bad_keyword_flags_are_one_line(flag, message):
+    from vgrow_tf.models import msg_gan
+    with pytest.raises(UserError, match=message):
+        msg_gan.make_config("msg_stylegan", 8, 1, **flag)

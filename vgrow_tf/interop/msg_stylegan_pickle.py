@@ -138,7 +138,7 @@ def architecture(states, path):
     style["use_noise"] = bool(style["use_noise"])
     style["mbstd_num_features"] = d["mbstd_num_features"]
     given = dict(states["G"]["static_kwargs"])
-    for key, default in G_CALL.items():
+    for key in G_CALL:
         if key in given:
             style[key] = given[key] if given[key] is not None else (1.0 if key == "dlatent_avg_beta" else None)
     for key in ("blur_filter", "d_blur_filter"):

@@ -589,7 +589,8 @@ def _style_config(config, style):
     """The checked msg_stylegan keywords, every one explicit (D's copies resolved to values)."""
     s = style_settings(dict(config, **{k: v for k, v in style.items() if v is not None}))
     for key in ("nonlinearity", "mapping_nonlinearity", "d_nonlinearity"):
-        activation(s[key])
+        if s[key] not in NONLINEARITIES:
+            raise UserError(f"--{key} {s[key]!r}: choose one of {', '.join(NONLINEARITIES)}")
     for key in ("fused_scale", "d_fused_scale"):
         s[key] = _fused_scale(s[key], key)
     for key in ("blur_filter", "d_blur_filter"):
