@@ -29,18 +29,29 @@ def downscale2d(x, factor=2):
     return tf.nn.avg_pool2d(x, factor, factor, "VALID")
 
 
-class EqualizedDense(keras.layers.Layer):
-    """Dense layer with equalized learning rate: weights ~ N(0, 1/lrmul), scaled at run time."""
+def _he_scaling(gain, fan_in, lrmul, use_wscale):
+    """(run-time multiplier, initial std) of a StyleGAN `get_weight`: with use_wscale (equalized LR)
+    the He constant is applied at run time, without it at initialisation; lrmul scales both ways."""
+    he_std = gain / math.sqrt(fan_in)
+    if use_wscale:
+        return he_std * lrmul, 1.0 / lrmul
+    return lrmul, he_std / lrmul
 
-    def __init__(self, units, gain=SQRT2, lrmul=1.0, use_bias=True, **kwargs):
+
+class EqualizedDense(keras.layers.Layer):
+    """Dense layer with equalized learning rate: weights ~ N(0, 1/lrmul), scaled at run time
+    (use_wscale=False: the StyleGAN spelling of a plain He-initialised layer, same weight names)."""
+
+    def __init__(self, units, gain=SQRT2, lrmul=1.0, use_bias=True, use_wscale=True, **kwargs):
         super().__init__(**kwargs)
         self.units, self.gain, self.lrmul, self.use_bias = units, gain, lrmul, use_bias
+        self.use_wscale = use_wscale
 
     def build(self, input_shape):
         fan_in = int(np.prod(input_shape[1:]))
-        self.scale = self.gain / math.sqrt(fan_in) * self.lrmul
+        self.scale, init_std = _he_scaling(self.gain, fan_in, self.lrmul, self.use_wscale)
         self.kernel = self.add_weight(shape=(fan_in, self.units), name="kernel",
-                                      initializer=keras.initializers.RandomNormal(0.0, 1.0 / self.lrmul))
+                                      initializer=keras.initializers.RandomNormal(0.0, init_std))
         self.bias = self.add_weight(shape=(self.units,), name="bias", initializer="zeros") \
             if self.use_bias else None
 
@@ -51,25 +62,26 @@ class EqualizedDense(keras.layers.Layer):
 
     def get_config(self):
         return dict(super().get_config(), units=self.units, gain=self.gain, lrmul=self.lrmul,
-                    use_bias=self.use_bias)
+                    use_bias=self.use_bias, use_wscale=self.use_wscale)
 
 
 class EqualizedConv2D(keras.layers.Layer):
     """NHWC convolution with equalized learning rate (fan_in = k*k*in_channels, or fan_in_channels)."""
 
     def __init__(self, filters, kernel_size, gain=SQRT2, lrmul=1.0, use_bias=True, padding="same",
-                 fan_in_channels=None, **kwargs):
+                 fan_in_channels=None, use_wscale=True, **kwargs):
         super().__init__(**kwargs)
         self.filters, self.kernel_size, self.gain, self.lrmul = filters, kernel_size, gain, lrmul
         self.use_bias, self.padding, self.fan_in_channels = use_bias, padding, fan_in_channels
+        self.use_wscale = use_wscale
 
     def build(self, input_shape):
         channels = int(input_shape[-1])
         k = self.kernel_size
         fan_in = k * k * (self.fan_in_channels or channels)
-        self.scale = self.gain / math.sqrt(fan_in) * self.lrmul
+        self.scale, init_std = _he_scaling(self.gain, fan_in, self.lrmul, self.use_wscale)
         self.kernel = self.add_weight(shape=(k, k, channels, self.filters), name="kernel",
-                                      initializer=keras.initializers.RandomNormal(0.0, 1.0 / self.lrmul))
+                                      initializer=keras.initializers.RandomNormal(0.0, init_std))
         self.bias = self.add_weight(shape=(self.filters,), name="bias", initializer="zeros") \
             if self.use_bias else None
 
@@ -80,7 +92,7 @@ class EqualizedConv2D(keras.layers.Layer):
     def get_config(self):
         return dict(super().get_config(), filters=self.filters, kernel_size=self.kernel_size,
                     gain=self.gain, lrmul=self.lrmul, use_bias=self.use_bias, padding=self.padding,
-                    fan_in_channels=self.fan_in_channels)
+                    fan_in_channels=self.fan_in_channels, use_wscale=self.use_wscale)
 
 
 class MinibatchStddev(keras.layers.Layer):
@@ -157,10 +169,10 @@ class NoiseInput(keras.layers.Layer):
 class StyleModulation(keras.layers.Layer):
     """AdaIN's affine part: a per-sample scale (1 + s) and bias b from the dlatent, applied to x."""
 
-    def __init__(self, channels, **kwargs):
+    def __init__(self, channels, use_wscale=True, **kwargs):
         super().__init__(**kwargs)
         self.channels = channels
-        self.affine = EqualizedDense(2 * channels, gain=1.0, name="affine")
+        self.affine = EqualizedDense(2 * channels, gain=1.0, use_wscale=use_wscale, name="affine")
 
     def call(self, x, dlatent):
         style = tf.cast(self.affine(dlatent), x.dtype)

@@ -47,12 +47,18 @@ G_DEFAULTS = dict(latent_size=512, label_size=0, dlatent_size=512, mapping_layer
 D_DEFAULTS = dict(num_channels=1, resolution=32, label_size=0, fmap_base=8192, fmap_decay=1.0, fmap_max=512,
                   nonlinearity="lrelu", use_wscale=True, mbstd_group_size=4, mbstd_num_features=1,
                   dtype="float32", fused_scale="auto", blur_filter=[1, 2, 1])
-# Settings we reproduce only at these values (a model made otherwise is refused, not mis-imported).
-G_FIXED = dict(label_size=0, mapping_nonlinearity="lrelu", use_wscale=True, normalize_latents=True,
-               fmap_decay=1.0, use_styles=True, const_input_layer=True, use_noise=True, nonlinearity="lrelu",
-               use_pixel_norm=False, use_instance_norm=True, blur_filter=[1, 2, 1])
-D_FIXED = dict(label_size=0, fmap_decay=1.0, nonlinearity="lrelu", use_wscale=True, mbstd_num_features=1,
-               blur_filter=[1, 2, 1])
+# Keyword -> our config key where the names differ (the rest keep the original's names; D's copies of
+# G's settings are d_<name>). docs/original_models.md has the whole table.
+G_KEYS = dict(latent_size="z_dim", use_wscale="use_eql")
+G_SETTINGS = ("dlatent_size", "mapping_fmaps", "mapping_layers", "mapping_lrmul", "mapping_nonlinearity",
+              "normalize_latents", "fmap_base", "fmap_max", "fmap_decay", "use_styles", "const_input_layer",
+              "use_noise", "nonlinearity", "use_pixel_norm", "use_instance_norm", "use_wscale", "blur_filter",
+              "fused_scale")
+D_SETTINGS = ("fmap_base", "fmap_max", "fmap_decay", "nonlinearity", "use_wscale", "blur_filter", "fused_scale")
+# G_style's call defaults, recorded when a pickle's static_kwargs set them (they are not architecture).
+G_CALL = dict(truncation_psi=0.7, truncation_cutoff=8, dlatent_avg_beta=0.995)
+CHOICES = dict(nonlinearity=("lrelu", "relu"), mapping_nonlinearity=("lrelu", "relu"),
+               fused_scale=(True, False, "auto"), use_noise=(True, False, 0, 1), dtype=("float32", "float16"))
 
 
 class NetworkState(restricted_pickle.StateHolder):
@@ -97,36 +103,53 @@ def _variables(state, path, prefix=""):
     return out
 
 
-def _kwargs(state, defaults, fixed, path, what):
+def _kwargs(state, defaults, path, what):
+    """The static kwargs over the function defaults, every value one we can build (else one line)."""
     kwargs = dict(defaults, **dict(state["static_kwargs"]))
-    for key, want in fixed.items():
-        if kwargs[key] != want and not (isinstance(want, list) and list(kwargs[key] or []) == want):
-            raise UserError(f"{path}: {what} was built with {key}={kwargs[key]!r}; only {want!r} (the "
-                            "msg-stylegan-tf default) can be imported")
+    if kwargs["label_size"]:
+        raise UserError(f"{path}: {what} was built with label_size={kwargs['label_size']!r}; only 0 can be "
+                        "imported (a conditional model needs labelled data, which MSG training here does not use)")
+    for key, allowed in CHOICES.items():
+        if key in kwargs and kwargs[key] not in allowed:
+            raise UserError(f"{path}: {what} was built with {key}={kwargs[key]!r}, which msg-stylegan-tf "
+                            f"does not define (it takes {', '.join(map(repr, allowed))})")
+    blur = kwargs["blur_filter"]
+    if blur is not None and not (isinstance(blur, (list, tuple)) and all(isinstance(t, (int, float)) for t in blur)):
+        raise UserError(f"{path}: {what} was built with blur_filter={blur!r}; only a list of taps (a separable "
+                        "filter) or None can be imported")
     return kwargs
 
 
 def architecture(states, path):
-    """Our msg_stylegan config and the fused-upsampling flag, from the static kwargs of G and D."""
+    """Our msg_stylegan config, from the static kwargs of G and D over the original's defaults."""
     from vgrow_tf.models import msg_gan
 
     for name, func in (("G", "G_style"), ("Gs", "G_style"), ("D", "D_basic")):
         if states[name]["build_func_name"] != func:
             raise UserError(f"{path}: {name} is built by {states[name]['build_func_name']}, not {func}; "
                             "only MSG-StyleGAN (G_style + D_basic) pickles can be imported")
-    g = _kwargs(states["G"], G_DEFAULTS, G_FIXED, path, "G")
-    d = _kwargs(states["D"], D_DEFAULTS, D_FIXED, path, "D")
-    if g["mapping_fmaps"] != g["dlatent_size"]:
-        raise UserError(f"{path}: mapping_fmaps {g['mapping_fmaps']} differs from dlatent_size "
-                        f"{g['dlatent_size']}; only equal widths can be imported")
-    for key in ("resolution", "num_channels", "fmap_base", "fmap_max"):
+    g = _kwargs(states["G"], G_DEFAULTS, path, "G")
+    d = _kwargs(states["D"], D_DEFAULTS, path, "D")
+    for key in ("resolution", "num_channels"):
         if g[key] != d[key]:
             raise UserError(f"{path}: G and D differ in {key} ({g[key]} vs {d[key]}); cannot be imported")
+    style = {G_KEYS.get(k, k): g[k] for k in G_SETTINGS}
+    style.update({f"d_{G_KEYS.get(k, k)}": d[k] for k in D_SETTINGS})
+    style["use_noise"] = bool(style["use_noise"])
+    style["mbstd_num_features"] = d["mbstd_num_features"]
+    given = dict(states["G"]["static_kwargs"])
+    for key in G_CALL:
+        if key in given:
+            style[key] = given[key] if given[key] is not None else (1.0 if key == "dlatent_avg_beta" else None)
+    for key in ("blur_filter", "d_blur_filter"):
+        style[key] = list(style[key] or [])
+    mapping = dict(mapping_layers=int(style.pop("mapping_layers")), mapping_fmaps=int(style.pop("mapping_fmaps")),
+                   mapping_lrmul=float(style.pop("mapping_lrmul")))
     config = msg_gan.make_config(
-        "msg_stylegan", int(g["resolution"]), int(g["num_channels"]), int(g["latent_size"]), int(g["fmap_base"]),
-        int(g["fmap_max"]), "cat_lin", int(g["mapping_layers"]), int(g["dlatent_size"]),
-        float(g["mapping_lrmul"]), int(d["mbstd_group_size"]), True)
-    return config, g["fused_scale"]
+        "msg_stylegan", int(g["resolution"]), int(g["num_channels"]), int(g["latent_size"]),
+        int(style.pop("fmap_base")), int(style.pop("fmap_max")), "cat_lin", mbstd_group_size=int(d["mbstd_group_size"]),
+        use_eql=bool(style.pop("use_eql")), **mapping, **style)
+    return config
 
 
 # --- the correspondence of variables --------------------------------------------------------------
@@ -169,24 +192,39 @@ def _fused_up(res, fused_scale):
     return fused_scale is True or (fused_scale == "auto" and res >= 128)
 
 
-def generator_variables(g, fused_scale="auto"):
+def _dense_columns_chw_to_hwc(channels):
+    """G_synthesis's 4x4/Dense output is reshaped NCHW (c, h, w); ours NHWC: its columns are permuted."""
+    def to_ours(a):
+        return a.reshape(a.shape[0], channels, 4, 4).transpose(0, 2, 3, 1).reshape(a.shape)
+
+    def to_orig(a):
+        return a.reshape(a.shape[0], 4, 4, channels).transpose(0, 3, 1, 2).reshape(a.shape)
+    return to_ours, to_orig
+
+
+def generator_variables(g):
     """[(original full name, our variable, to_ours, to_orig)] for one of our StyleGenerators, in the
     original's creation order (G_synthesis, G_mapping, then G's own dlatent_avg)."""
     same, nchw = (_identity, _identity), (_nchw_to_nhwc, _nhwc_to_nchw)
     syn = [(f"noise{i}", v) + nchw for i, v in enumerate(g.noise_consts)]
     top = int(math.log2(g.resolution))
+    fused_scale = g.settings["fused_scale"]
 
     def layer(scope, i, weight=None, kernel_maps=same):
         e = g.epilogues[i]
         head = [(f"{scope}/weight", weight) + kernel_maps] if weight is not None else []
-        return head + [(f"{scope}/Noise/weight", e.noise.weight) + same, (f"{scope}/bias", e.bias) + same,
-                       (f"{scope}/StyleMod/weight", e.style.affine.kernel) + same,
-                       (f"{scope}/StyleMod/bias", e.style.affine.bias) + same]
+        noise = [(f"{scope}/Noise/weight", e.noise.weight) + same] if e.noise is not None else []
+        style = [(f"{scope}/StyleMod/weight", e.style.affine.kernel) + same,
+                 (f"{scope}/StyleMod/bias", e.style.affine.bias) + same] if e.style is not None else []
+        return head + noise + [(f"{scope}/bias", e.bias) + same] + style
 
     for k, res in enumerate(g.resolutions):
         block = f"{res}x{res}"
         if res == 4:
-            syn += [("4x4/Const/const", g.const) + nchw] + layer("4x4/Const", 0)
+            if g.const is not None:
+                syn += [("4x4/Const/const", g.const) + nchw] + layer("4x4/Const", 0)
+            else:
+                syn += layer("4x4/Dense", 0, g.input_dense.kernel, _dense_columns_chw_to_hwc(g.width4))
             syn += layer("4x4/Conv", 1, g.convs[0][0].kernel)
         else:
             up = (_rot180, _rot180) if _fused_up(res, fused_scale) else same
@@ -244,16 +282,28 @@ def convert(path, **unused_options):
     from vgrow_tf.models import msg_gan
 
     states = read_pickle(path)
-    config, fused_scale = architecture(states, path)
+    config = architecture(states, path)
     stored = {name: _variables(state, path) for name, state in states.items()}
     networks = msg_gan.build_networks(config)
     for name in ("G", "Gs"):
-        _assign(generator_variables(networks[name], fused_scale), stored[name], path, name)
+        _assign(generator_variables(networks[name]), stored[name], path, name)
     _assign(discriminator_variables(networks["D"], config["channels"]), stored["D"], path, "D")
     summary = (f"MSG-StyleGAN {config['resolution']} px, {config['channels']} channels, z {config['z_dim']}, "
-               f"w {config['mapping_fmaps']}, fmaps {config['fmap_base']}/{config['fmap_max']}, "
-               f"mbstd group {config['mbstd_group_size']} (G, D, Gs; no optimizer state)")
+               f"mapping {config['mapping_layers']} x {config['mapping_fmaps']}, w {config['dlatent_size']}, "
+               f"fmaps G {config['fmap_base']}/{config['fmap_max']} D {config['d_fmap_base']}/{config['d_fmap_max']}, "
+               f"mbstd group {config['mbstd_group_size']}{_changed_settings(config)} (G, D, Gs; no optimizer state)")
     return Imported(kind="msg_stylegan", config=config, networks=networks, arrays={}, summary=summary)
+
+
+def _changed_settings(config):
+    """', use_noise=False, ...' for the settings that differ from the original's defaults (for the summary)."""
+    from vgrow_tf.models import msg_gan
+
+    skip = {"dlatent_size", "d_fmap_base", "d_fmap_max"}
+    changed = [f"{k}={config[k]!r}" for k in ("use_eql",) + msg_gan.STYLE_KEYWORDS
+               if k not in skip and k in config and config[k] != msg_gan.style_settings({})[k]
+               and not (k.startswith("d_") and config[k] == config.get(k[2:]))]
+    return ", " + ", ".join(changed) if changed else ""
 
 
 # --- writing (our snapshot -> an original pickle) ---------------------------------------------------
@@ -308,23 +358,40 @@ def _original_arrays(table, prefix):
 def _generator_network(g, name, kwargs):
     table = generator_variables(g)
     syn = _network("G_synthesis", "G_synthesis", 1, kwargs, _original_arrays(table, "G_synthesis/"))
-    mapping = _network("G_mapping", "G_mapping", 2, dict(kwargs, dlatent_broadcast=g.num_layers),
+    mapping = _network("G_mapping", "G_mapping", 2, dict(kwargs, dlatent_broadcast=g.num_styles),
                        _original_arrays(table, "G_mapping/"))
     own = [(n, np.asarray(v.numpy(), np.float32)) for n, v, *_ in table if "/" not in n]
     return _network(name, "G_style", 2, kwargs, own, {"synthesis": syn, "mapping": mapping})
 
 
+def original_kwargs(config):
+    """(G_style kwargs, D_basic kwargs) that rebuild our msg_stylegan config in msg-stylegan-tf."""
+    from vgrow_tf.models import msg_gan
+
+    s = msg_gan.style_settings(config)
+    common = dict(num_channels=config["channels"], resolution=config["resolution"], label_size=0)
+    ours = dict(s, fmap_base=config["fmap_base"], fmap_max=config["fmap_max"], use_eql=config.get("use_eql", True),
+                mapping_layers=config["mapping_layers"], mapping_lrmul=config["mapping_lrmul"], z_dim=config["z_dim"])
+    g = dict(common, latent_size=ours["z_dim"], **{k: ours[G_KEYS.get(k, k)] for k in G_SETTINGS})
+    g["blur_filter"] = list(g["blur_filter"]) or None
+    for key in G_CALL:  # recorded call defaults, only when set (else the original's own apply)
+        if config.get(key) is not None:
+            g[key] = config[key]
+    if g.get("dlatent_avg_beta") == 1.0:  # G_style's spelling of "no tracking" (it treats 1 alike)
+        g["dlatent_avg_beta"] = None
+    d = dict(common, mbstd_group_size=config["mbstd_group_size"], mbstd_num_features=s["mbstd_num_features"],
+             **{k: s[f"d_{G_KEYS.get(k, k)}"] for k in D_SETTINGS})
+    d["blur_filter"] = list(d["blur_filter"]) or None
+    return g, d
+
+
 def save_original_pickle(networks, config, path):
-    """Writes our msg_stylegan networks {G, D, Gs} as msg-stylegan-tf's (G, D, Gs) pickle (protocol 3)."""
-    if config.get("model") != "msg_stylegan" or config.get("combine") != "cat_lin" or not config.get("use_eql", True):
-        raise UserError("only MSG-StyleGAN models with the cat_lin combine and equalized LR (the original's "
-                        "architecture) can be written as an msg-stylegan-tf pickle")
-    common = dict(num_channels=config["channels"], resolution=config["resolution"], label_size=0,
-                  fmap_base=config["fmap_base"], fmap_max=config["fmap_max"])
-    g_kwargs = dict(common, latent_size=config["z_dim"], dlatent_size=config["mapping_fmaps"],
-                    mapping_layers=config["mapping_layers"], mapping_fmaps=config["mapping_fmaps"],
-                    mapping_lrmul=config["mapping_lrmul"])
-    d_kwargs = dict(common, mbstd_group_size=config["mbstd_group_size"])
+    """Writes our msg_stylegan networks {G, D, Gs} as msg-stylegan-tf's (G, D, Gs) pickle (protocol 3), every
+    keyword of the architecture in each network's static_kwargs."""
+    if config.get("model") != "msg_stylegan" or config.get("combine") != "cat_lin":
+        raise UserError("only MSG-StyleGAN models with the cat_lin combine (the original's architecture) can be "
+                        "written as an msg-stylegan-tf pickle")
+    g_kwargs, d_kwargs = original_kwargs(config)
     d_table = discriminator_variables(networks["D"], config["channels"])
     d = _network("D", "D_basic", len(networks["D"].resolutions) + 1, d_kwargs, _original_arrays(d_table, ""))
     nets = (_generator_network(networks["G"], "G", g_kwargs), d, _generator_network(networks["Gs"], "Gs", g_kwargs))

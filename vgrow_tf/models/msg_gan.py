@@ -66,17 +66,48 @@ OPTIONS = [
     Option("flip_augment", None, "BMSG-GAN's name for --mirror_augment.", "bool"),
     Option("depth", None, "BMSG-GAN depth: trains at 2^(depth+1) px (alternative to --resolution).",
            "integer"),
-    Option("use_eql", True, "Equalized learning rate in MSG-ProGAN (off: plain He-initialised layers).",
-           "bool"),
+    Option("use_eql", True, "Equalized learning rate (the originals' use_wscale; off: plain He-initialised "
+           "layers).", "bool"),
     Option("z_dim", None, "Latent size (default 512; GLO 100, CoGAN 100).", "integer"),
     Option("fmap_base", None, "Feature-map rule nf(s) = min(fmap_base / 2^s, fmap_max); default 8192 "
            "(msg_progan: 16 * fmap_max).", "integer"),
     Option("fmap_max", None, "Most feature maps per layer (default 512).", "integer"),
     Option("mapping_layers", 8, "MSG-StyleGAN mapping-network depth.", "integer"),
-    Option("mapping_fmaps", None, "Mapping-network width and dlatent size (default 512).", "integer"),
+    Option("mapping_fmaps", None, "Mapping-network width (default 512; also the dlatent size unless "
+           "--dlatent_size).", "integer"),
+    Option("dlatent_size", None, "MSG-StyleGAN dlatent (W) size: the last mapping layer's width (default "
+           "--mapping_fmaps).", "integer"),
     Option("mapping_lrmul", 0.01, "Learning-rate multiplier of the mapping network.", "float"),
+    Option("mapping_nonlinearity", "lrelu", "MSG-StyleGAN mapping-network activation.", "enum", ("lrelu", "relu")),
+    Option("normalize_latents", True, "MSG-StyleGAN: pixel-normalise z before the mapping network.", "bool"),
+    Option("fmap_decay", 1.0, "MSG-StyleGAN: nf(s) = min(fmap_base / 2^(s * fmap_decay), fmap_max).", "float"),
+    Option("d_fmap_base", None, "MSG-StyleGAN D's fmap_base (default --fmap_base).", "integer"),
+    Option("d_fmap_max", None, "MSG-StyleGAN D's fmap_max (default --fmap_max).", "integer"),
+    Option("d_fmap_decay", None, "MSG-StyleGAN D's fmap_decay (default --fmap_decay).", "float"),
     Option("mbstd_group_size", 4, "MSG-StyleGAN minibatch-stddev group size (0 or 1: no minibatch-stddev "
            "layer, as in the original).", "integer"),
+    Option("mbstd_num_features", 1, "MSG-StyleGAN minibatch-stddev features (channel groups).", "integer"),
+    Option("use_noise", True, "MSG-StyleGAN per-layer noise inputs.", "bool"),
+    Option("use_styles", True, "MSG-StyleGAN style modulation (off: no AdaIN styles, one dlatent).", "bool"),
+    Option("const_input_layer", True, "MSG-StyleGAN learned 4x4 constant (off: a dense layer of the dlatent).",
+           "bool"),
+    Option("use_pixel_norm", False, "MSG-StyleGAN pixel norm in every G layer.", "bool"),
+    Option("use_instance_norm", True, "MSG-StyleGAN instance norm in every G layer.", "bool"),
+    Option("nonlinearity", "lrelu", "MSG-StyleGAN G activation.", "enum", ("lrelu", "relu")),
+    Option("d_nonlinearity", None, "MSG-StyleGAN D activation, lrelu or relu (default --nonlinearity).",
+           "string"),
+    Option("d_use_eql", None, "MSG-StyleGAN D equalized learning rate (default --use_eql).", "bool"),
+    Option("blur_filter", "1,2,1", "MSG-StyleGAN G resampling blur taps, or none.", "string"),
+    Option("d_blur_filter", None, "MSG-StyleGAN D blur taps, or none (default --blur_filter).", "string"),
+    Option("fused_scale", "auto", "MSG-StyleGAN G fused up-sampling conv (the same function; decides the "
+           "kernel layout of an original's pickle): auto (>= 128 px), true, false.", "enum",
+           ("auto", "true", "false")),
+    Option("d_fused_scale", None, "MSG-StyleGAN D fused down-sampling conv: auto, true, false (default "
+           "--fused_scale).", "string"),
+    Option("truncation_psi", None, "MSG-StyleGAN truncation psi recorded in the model (written into an "
+           "original's pickle; our samplers truncate only when asked).", "float"),
+    Option("truncation_cutoff", None, "MSG-StyleGAN truncation cutoff: the style layers truncated when "
+           "sampling with a psi (default 8).", "integer"),
     Option("style_mixing_prob", 0.0, "Style-mixing regularisation probability (MSG removed it: 0).",
            "float"),
     Option("restart_adam_on_resume", False, "On --resume, start Adam's moments from zero as the originals "
@@ -86,8 +117,62 @@ OPTIONS = [
 ]
 
 
-def nf_rule(fmap_base, fmap_max):
-    return lambda stage: int(min(fmap_base // (2 ** stage), fmap_max))
+# msg-stylegan-tf's network keywords beyond the widths, with the original's defaults. Config keys carry the
+# original's names, except use_eql (use_wscale); D's own copy of a setting G and D both have is d_<name>
+# (None: as G's). docs/original_models.md lists every keyword.
+STYLE_DEFAULTS = dict(
+    dlatent_size=None, mapping_fmaps=None, mapping_nonlinearity="lrelu", normalize_latents=True, fmap_decay=1.0,
+    use_noise=True, use_styles=True, const_input_layer=True, use_pixel_norm=False, use_instance_norm=True,
+    use_eql=True, nonlinearity="lrelu", blur_filter=[1, 2, 1], fused_scale="auto", truncation_psi=None,
+    truncation_cutoff=None, dlatent_avg_beta=0.995, mbstd_num_features=1, d_fmap_base=None, d_fmap_max=None,
+    d_fmap_decay=None, d_nonlinearity=None, d_use_eql=None, d_blur_filter=None, d_fused_scale=None)
+# The keywords make_config takes as **style (the others are its named arguments).
+STYLE_KEYWORDS = tuple(k for k in STYLE_DEFAULTS if k not in ("mapping_fmaps", "use_eql"))
+D_OWN = ("fmap_base", "fmap_max", "fmap_decay", "nonlinearity", "use_eql", "blur_filter", "fused_scale")
+NONLINEARITIES = ("lrelu", "relu")
+FUSED_SCALES = ("auto", True, False)
+
+
+def activation(name):
+    """The originals' activations (both with gain sqrt(2) in the following layer)."""
+    if name not in NONLINEARITIES:
+        raise UserError(f"unknown nonlinearity {name!r}; choose one of {', '.join(NONLINEARITIES)}")
+    return layers.lrelu if name == "lrelu" else tf.nn.relu
+
+
+def nf_rule(fmap_base, fmap_max, fmap_decay=1.0):
+    if fmap_decay == 1.0:
+        return lambda stage: int(min(fmap_base // (2 ** stage), fmap_max))
+    return lambda stage: int(min(int(fmap_base / (2.0 ** (stage * fmap_decay))), fmap_max))
+
+
+def parse_blur_filter(value, flag="--blur_filter"):
+    """'1,2,1' | [1, 2, 1] -> [1, 2, 1]; 'none' | '' | None | [] -> [] (no blur)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")) or \
+            (isinstance(value, (list, tuple)) and not value):
+        return []
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        taps = [float(p) for p in parts]
+    except (TypeError, ValueError):
+        raise UserError(f"{flag} {value!r} is not a list of numbers like 1,2,1 (or none)") from None
+    if not taps or sum(taps) == 0:
+        raise UserError(f"{flag} {value!r} must have taps with a non-zero sum")
+    return [int(t) if t == int(t) else t for t in taps]
+
+
+def style_settings(config):
+    """The msg_stylegan keywords of `config` with defaults filled in (older snapshots lack them) and D's
+    copies resolved: everything StyleGenerator / StyleDiscriminator read."""
+    s = dict(STYLE_DEFAULTS)
+    s.update({k: config[k] for k in STYLE_DEFAULTS if k in config and config[k] is not None})
+    s["truncation_psi"], s["truncation_cutoff"] = config.get("truncation_psi"), config.get("truncation_cutoff")
+    s["mapping_fmaps"] = int(config.get("mapping_fmaps") or 512)
+    s["dlatent_size"] = int(s["dlatent_size"] or s["mapping_fmaps"])
+    for key in D_OWN:
+        own = config.get(f"d_{key}")
+        s[f"d_{key}"] = own if own is not None else config.get(key, s.get(key))
+    return s
 
 
 def _resolutions(resolution):
@@ -168,49 +253,75 @@ class Combine(keras.layers.Layer):
 
 
 class Epilogue(keras.layers.Layer):
-    """StyleGAN's layer epilogue: + noise, + bias, lrelu, instance norm, style modulation."""
+    """StyleGAN's layer epilogue: + noise, + bias, activation, pixel norm, instance norm, style
+    modulation (each optional step as the original's G_synthesis switches it)."""
 
-    def __init__(self, channels, **kwargs):
+    def __init__(self, channels, settings=None, **kwargs):
         super().__init__(**kwargs)
+        s = settings or STYLE_DEFAULTS
         self.channels = channels
-        self.noise = layers.NoiseInput(name="noise")
+        self.noise = layers.NoiseInput(name="noise") if s["use_noise"] else None
         self.bias = self.add_weight(shape=(channels,), initializer="zeros", name="bias")
-        self.style = layers.StyleModulation(channels, name="style")
+        self.style = layers.StyleModulation(channels, use_wscale=s["use_eql"], name="style") \
+            if s["use_styles"] else None
+        self.act = activation(s["nonlinearity"])
+        self.use_pixel_norm, self.use_instance_norm = s["use_pixel_norm"], s["use_instance_norm"]
 
     def call(self, x, dlatent, noise):
-        x = self.noise(x, noise=noise)
-        x = layers.lrelu(x + tf.cast(self.bias, x.dtype))
-        x = layers.instance_norm(x)
-        return self.style(x, dlatent)
+        if self.noise is not None:
+            x = self.noise(x, noise=noise)
+        x = self.act(x + tf.cast(self.bias, x.dtype))
+        if self.use_pixel_norm:
+            x = layers.pixel_norm(x)
+        if self.use_instance_norm:
+            x = layers.instance_norm(x)
+        return self.style(x, dlatent) if self.style is not None else x
 
 
 # --- MSG-StyleGAN --------------------------------------------------------------------------------
 
 class StyleGenerator(keras.Model):
-    """z -> [4x4, 8x8, ..., RxR] images (NHWC, float32), StyleGAN's mapping + synthesis."""
+    """z -> [4x4, 8x8, ..., RxR] images (NHWC, float32), StyleGAN's mapping + synthesis.
+
+    `settings` holds the original's G_style keywords (`style_settings`); w_dim is the dlatent size.
+    """
 
     def __init__(self, resolution, channels, z_dim, nf, w_dim=512, mapping_layers=8, mapping_lrmul=0.01,
-                 **kwargs):
+                 settings=None, **kwargs):
         super().__init__(**kwargs)
+        s = dict(STYLE_DEFAULTS, **(settings or {}))
+        self.settings = s
         self.resolution, self.channels, self.z_dim, self.w_dim = resolution, channels, z_dim, w_dim
         self.resolutions = _resolutions(resolution)
         self.num_layers = 2 * len(self.resolutions)
-        self.mapping = [layers.EqualizedDense(w_dim, lrmul=mapping_lrmul, name=f"mapping{i}")
-                        for i in range(mapping_layers)]
-        self.const = self.add_weight(shape=(1, 4, 4, nf(1)), initializer="ones", name="const")
+        # Without styles the synthesis reads one dlatent (its input Dense, if any), as G_synthesis.
+        self.num_styles = self.num_layers if s["use_styles"] else 1
+        eql = dict(use_wscale=s["use_eql"])
+        widths = [s["mapping_fmaps"] or w_dim] * (mapping_layers - 1) + [w_dim] if mapping_layers else []
+        self.mapping = [layers.EqualizedDense(width, lrmul=mapping_lrmul, name=f"mapping{i}", **eql)
+                        for i, width in enumerate(widths)]
+        self.mapping_act = activation(s["mapping_nonlinearity"])
+        self.width4 = nf(1)
+        self.const, self.input_dense = None, None
+        if s["const_input_layer"]:
+            self.const = self.add_weight(shape=(1, 4, 4, nf(1)), initializer="ones", name="const")
+        else:  # G_synthesis's 4x4/Dense: gain sqrt(2)/4 "to match Progressive GAN", bias in the epilogue
+            self.input_dense = layers.EqualizedDense(16 * nf(1), gain=SQRT2 / 4, use_bias=False,
+                                                     name="input_dense", **eql)
         self.dlatent_avg = self.add_weight(shape=(w_dim,), initializer="zeros", trainable=False,
                                            name="dlatent_avg")
         self.noise_consts = [self.add_weight(shape=(1, 2 ** (2 + i // 2), 2 ** (2 + i // 2), 1),
                                              initializer=keras.initializers.RandomNormal(0.0, 1.0),
                                              trainable=False, name=f"noise{i}")  # N(0, 1) as the original
-                             for i in range(self.num_layers)]
+                             for i in range(self.num_layers if s["use_noise"] else 0)]
+        self.blur_taps = s["blur_filter"]
         self.epilogues, self.convs, self.to_rgb = [], [], []
         for k, res in enumerate(self.resolutions):
             stage = int(math.log2(res)) - 1
-            self.convs.append([layers.EqualizedConv2D(nf(stage), 3, use_bias=False, name=f"conv{res}_{i}")
+            self.convs.append([layers.EqualizedConv2D(nf(stage), 3, use_bias=False, name=f"conv{res}_{i}", **eql)
                                for i in ([1] if res == 4 else [0, 1])])
-            self.epilogues += [Epilogue(nf(stage), name=f"epilogue{2 * k + i}") for i in range(2)]
-            self.to_rgb.append(layers.EqualizedConv2D(channels, 1, gain=1.0, name=f"to_rgb{res}"))
+            self.epilogues += [Epilogue(nf(stage), s, name=f"epilogue{2 * k + i}") for i in range(2)]
+            self.to_rgb.append(layers.EqualizedConv2D(channels, 1, gain=1.0, name=f"to_rgb{res}", **eql))
 
     def build(self, input_shape):
         """Creates every weight from the layer plan (no forward pass: a 1024 px G builds in a second)."""
@@ -218,7 +329,9 @@ class StyleGenerator(keras.Model):
         for dense in self.mapping:
             dense.build((None, fan_in))
             fan_in = dense.units
-        x_channels = self.const.shape[-1]
+        if self.input_dense is not None:
+            self.input_dense.build((None, self.w_dim))
+        x_channels = self.width4
         self._build_epilogue(self.epilogues[0], 4, x_channels)  # the constant's
         for k, res in enumerate(self.resolutions):
             for i, conv in enumerate(self.convs[k]):  # 4x4: one conv (epilogue 1); then two per block
@@ -229,26 +342,32 @@ class StyleGenerator(keras.Model):
         self.built = True
 
     def _build_epilogue(self, epilogue, res, channels):
-        epilogue.noise.build((None, res, res, channels))
-        epilogue.style.affine.build((None, self.w_dim))
+        if epilogue.noise is not None:
+            epilogue.noise.build((None, res, res, channels))
+        if epilogue.style is not None:
+            epilogue.style.affine.build((None, self.w_dim))
 
     def map(self, z):
         """z -> dlatent w [N, w_dim]."""
-        w = layers.pixel_norm(tf.cast(z, self.compute_dtype))
+        w = tf.cast(z, self.compute_dtype)
+        if self.settings["normalize_latents"]:
+            w = layers.pixel_norm(w)
         for dense in self.mapping:
-            w = layers.lrelu(dense(w))
+            w = self.mapping_act(dense(w))
         return w
 
     def broadcast(self, w):
-        return tf.tile(w[:, None, :], [1, self.num_layers, 1])
+        return tf.tile(w[:, None, :], [1, self.num_styles, 1])
 
     def truncate(self, dlatents, psi, cutoff=8):
         """w_i <- avg + psi (w_i - avg) for layers i < cutoff (the truncation trick)."""
         avg = tf.cast(self.dlatent_avg, dlatents.dtype)
-        layer = tf.range(self.num_layers)[None, :, None]
+        layer = tf.range(self.num_styles)[None, :, None]
         return tf.where(layer < cutoff, avg + psi * (dlatents - avg), dlatents)
 
     def _noise(self, i, batch, noise_seed, randomize_noise, dtype):
+        if not self.noise_consts:
+            return None
         if not randomize_noise:
             return tf.cast(tf.tile(self.noise_consts[i], [batch, 1, 1, 1]), dtype)
         size = self.noise_consts[i].shape[1]
@@ -257,23 +376,29 @@ class StyleGenerator(keras.Model):
         seed = tf.cast(noise_seed, tf.int64) + tf.constant([0, 1], tf.int64) * i
         return tf.cast(tf.random.stateless_normal([batch, size, size, 1], seed), dtype)
 
+    def _blur(self, x):
+        return layers.blur2d(x, self.blur_taps) if self.blur_taps else x
+
     def synthesis(self, dlatents, noise_seed=None, randomize_noise=True):
         batch = tf.shape(dlatents)[0]
         dtype = self.compute_dtype
         dlatents = tf.cast(dlatents, dtype)
 
         def epilogue(i, x):
-            return self.epilogues[i](x, dlatents[:, i], self._noise(i, batch, noise_seed, randomize_noise,
-                                                                    dtype))
+            style = dlatents[:, i] if self.num_styles > 1 else dlatents[:, 0]
+            return self.epilogues[i](x, style, self._noise(i, batch, noise_seed, randomize_noise, dtype))
 
         outputs = []
         for k, res in enumerate(self.resolutions):
             if res == 4:
-                x = tf.tile(tf.cast(self.const, dtype), [batch, 1, 1, 1])
+                if self.const is not None:
+                    x = tf.tile(tf.cast(self.const, dtype), [batch, 1, 1, 1])
+                else:
+                    x = tf.reshape(self.input_dense(dlatents[:, 0]), [-1, 4, 4, self.width4])
                 x = epilogue(0, x)
                 x = epilogue(1, self.convs[0][0](x))
             else:
-                x = layers.blur2d(self.convs[k][0](layers.upscale2d(x, 2)))
+                x = self._blur(self.convs[k][0](layers.upscale2d(x, 2)))
                 x = epilogue(2 * k, x)
                 x = epilogue(2 * k + 1, self.convs[k][1](x))
             outputs.append(tf.cast(self.to_rgb[k](x), tf.float32))
@@ -284,7 +409,7 @@ class StyleGenerator(keras.Model):
         w = self.map(z)
         dlatents = self.broadcast(w)
         if mix_z is not None:  # style mixing: layers >= mix_cutoff take the second latent's style
-            layer = tf.range(self.num_layers)[None, :, None]
+            layer = tf.range(self.num_styles)[None, :, None]
             dlatents = tf.where(layer < mix_cutoff, dlatents, self.broadcast(self.map(mix_z)))
         if truncation_psi is not None:
             dlatents = self.truncate(dlatents, truncation_psi, truncation_cutoff)
@@ -293,30 +418,39 @@ class StyleGenerator(keras.Model):
 
 
 class StyleDiscriminator(keras.Model):
-    """[4x4 ... RxR] -> logit: StyleGAN's D_basic with MSG's combine and mbstd in every block."""
+    """[4x4 ... RxR] -> logit: StyleGAN's D_basic with MSG's combine and mbstd in every block.
 
-    def __init__(self, resolution, channels, nf, combine="cat_lin", mbstd_group_size=4, **kwargs):
+    `settings` holds D_basic's keywords under our names (`style_settings`: d_nonlinearity, d_use_eql,
+    d_blur_filter, mbstd_num_features)."""
+
+    def __init__(self, resolution, channels, nf, combine="cat_lin", mbstd_group_size=4, settings=None,
+                 **kwargs):
         super().__init__(**kwargs)
+        s = dict(STYLE_DEFAULTS, **(settings or {}))
+        eql = dict(use_wscale=s["d_use_eql"] if s["d_use_eql"] is not None else s["use_eql"])
+        self.act = activation(s["d_nonlinearity"] or s["nonlinearity"])
+        self.blur_taps = s["d_blur_filter"] if s["d_blur_filter"] is not None else s["blur_filter"]
         self.resolution, self.resolutions, self.channels = resolution, _resolutions(resolution), channels
         top = int(math.log2(resolution))
-        self.from_rgb = layers.EqualizedConv2D(nf(top - 1), 1, name=f"from_rgb{resolution}")
+        self.from_rgb = layers.EqualizedConv2D(nf(top - 1), 1, name=f"from_rgb{resolution}", **eql)
         # As D_basic: a group size of 0 or 1 means no minibatch-stddev layer (and no extra channel).
-        self.mbstd = layers.MinibatchStddev(group_size=mbstd_group_size, epsilon=1e-8) \
-            if mbstd_group_size > 1 else None
+        self.mbstd = layers.MinibatchStddev(group_size=mbstd_group_size, num_new_features=s["mbstd_num_features"],
+                                            epsilon=1e-8) if mbstd_group_size > 1 else None
         self.combines, self.blocks = [], []
         for res in self.resolutions[::-1]:  # top first
             stage = int(math.log2(res)) - 1
-            self.combines.append(Combine(combine, nf(stage), name=f"combine{res}") if res < resolution else None)
+            self.combines.append(Combine(combine, nf(stage), use_eql=eql["use_wscale"], name=f"combine{res}")
+                                 if res < resolution else None)
             if res > 4:
-                self.blocks.append([layers.EqualizedConv2D(nf(stage), 3, name=f"conv{res}_0"),
-                                    layers.EqualizedConv2D(nf(stage - 1), 3, name=f"conv{res}_1")])
-        self.conv4 = layers.EqualizedConv2D(nf(1), 3, name="conv4")
-        self.dense0 = layers.EqualizedDense(nf(0), name="dense4")
-        self.out = layers.EqualizedDense(1, gain=1.0, name="out")
+                self.blocks.append([layers.EqualizedConv2D(nf(stage), 3, name=f"conv{res}_0", **eql),
+                                    layers.EqualizedConv2D(nf(stage - 1), 3, name=f"conv{res}_1", **eql)])
+        self.conv4 = layers.EqualizedConv2D(nf(1), 3, name="conv4", **eql)
+        self.dense0 = layers.EqualizedDense(nf(0), name="dense4", **eql)
+        self.out = layers.EqualizedDense(1, gain=1.0, name="out", **eql)
 
     def build(self, input_shape):
         """Creates every weight from the layer plan (no forward pass)."""
-        extra = 1 if self.mbstd is not None else 0
+        extra = self.mbstd.num_new_features if self.mbstd is not None else 0
         self.from_rgb.build((None, self.resolution, self.resolution, self.channels))
         x_channels = self.from_rgb.filters
         for k, res in enumerate(self.resolutions[::-1]):
@@ -334,7 +468,8 @@ class StyleDiscriminator(keras.Model):
     def call(self, scales):
         scales = list(scales)[::-1]  # top first
         dtype = self.compute_dtype
-        x = layers.lrelu(self.from_rgb(tf.cast(scales[0], dtype)))
+        act = self.act
+        x = act(self.from_rgb(tf.cast(scales[0], dtype)))
         for k, image in enumerate(scales):
             if k > 0:
                 x = self.combines[k](image, x)
@@ -342,10 +477,11 @@ class StyleDiscriminator(keras.Model):
                 x = self.mbstd(x)
             if k < len(self.blocks):
                 conv0, conv1 = self.blocks[k]
-                x = layers.lrelu(conv0(x))
-                x = layers.lrelu(layers.downscale2d(conv1(layers.blur2d(x)), 2))
-        x = layers.lrelu(self.conv4(x))
-        x = layers.lrelu(self.dense0(x))
+                x = act(conv0(x))
+                blurred = layers.blur2d(x, self.blur_taps) if self.blur_taps else x
+                x = act(layers.downscale2d(conv1(blurred), 2))
+        x = act(self.conv4(x))
+        x = act(self.dense0(x))
         return tf.cast(self.out(x)[:, 0], tf.float32)
 
 
@@ -427,7 +563,9 @@ class ProDiscriminator(keras.Model):
 # --- snapshot interface ----------------------------------------------------------------------
 
 def make_config(model, resolution, channels, z_dim=512, fmap_base=None, fmap_max=None, combine=None,
-                mapping_layers=8, mapping_fmaps=None, mapping_lrmul=0.01, mbstd_group_size=4, use_eql=True):
+                mapping_layers=8, mapping_fmaps=None, mapping_lrmul=0.01, mbstd_group_size=4, use_eql=True,
+                **style):
+    """The architecture config. `style`: msg_stylegan's other keywords (STYLE_DEFAULTS; None = default)."""
     if model not in KINDS:
         raise UserError(f"unknown MSG model {model!r}; choose one of {', '.join(KINDS)}")
     if resolution < 8 or resolution & (resolution - 1):
@@ -435,22 +573,62 @@ def make_config(model, resolution, channels, z_dim=512, fmap_base=None, fmap_max
     fmap_max = int(fmap_max or 512)
     fmap_base = int(fmap_base or (8192 if model == "msg_stylegan" else 16 * fmap_max))
     combine = combine if combine not in (None, "auto") else ("cat_lin" if model == "msg_stylegan" else "lin_cat")
-    return dict(model=model, resolution=int(resolution), channels=int(channels), z_dim=int(z_dim),
-                fmap_base=fmap_base, fmap_max=fmap_max, combine=combine, mapping_layers=int(mapping_layers),
-                mapping_fmaps=int(mapping_fmaps or 512), mapping_lrmul=float(mapping_lrmul),
-                mbstd_group_size=int(mbstd_group_size), use_eql=bool(use_eql))
+    config = dict(model=model, resolution=int(resolution), channels=int(channels), z_dim=int(z_dim),
+                  fmap_base=fmap_base, fmap_max=fmap_max, combine=combine, mapping_layers=int(mapping_layers),
+                  mapping_fmaps=int(mapping_fmaps or 512), mapping_lrmul=float(mapping_lrmul),
+                  mbstd_group_size=int(mbstd_group_size), use_eql=bool(use_eql))
+    unknown = sorted(set(style) - set(STYLE_KEYWORDS))
+    if unknown:
+        raise TypeError(f"make_config: unknown keywords {unknown}")
+    if model == "msg_stylegan":
+        config.update(_style_config(config, style))
+    return config
+
+
+def _style_config(config, style):
+    """The checked msg_stylegan keywords, every one explicit (D's copies resolved to values)."""
+    s = style_settings(dict(config, **{k: v for k, v in style.items() if v is not None}))
+    for key in ("nonlinearity", "mapping_nonlinearity", "d_nonlinearity"):
+        if s[key] not in NONLINEARITIES:
+            raise UserError(f"--{key} {s[key]!r}: choose one of {', '.join(NONLINEARITIES)}")
+    for key in ("fused_scale", "d_fused_scale"):
+        s[key] = _fused_scale(s[key], key)
+    for key in ("blur_filter", "d_blur_filter"):
+        s[key] = parse_blur_filter(s[key], f"--{key}")
+    for key in ("dlatent_size", "mbstd_num_features", "d_fmap_base", "d_fmap_max"):
+        s[key] = int(s[key])
+    for key in ("fmap_decay", "d_fmap_decay", "dlatent_avg_beta"):
+        s[key] = float(s[key])
+    if s["mbstd_num_features"] < 1:
+        raise UserError(f"--mbstd_num_features must be >= 1, not {s['mbstd_num_features']}")
+    if s["truncation_psi"] is not None:
+        s["truncation_psi"] = float(s["truncation_psi"])
+    if s["truncation_cutoff"] is not None:
+        s["truncation_cutoff"] = int(s["truncation_cutoff"])
+    return {k: s[k] for k in STYLE_KEYWORDS}
+
+
+def _fused_scale(value, key):
+    """'auto' | True | False (also 'true'/'false' from a flag)."""
+    value = {"true": True, "false": False}.get(str(value).lower(), value)
+    if value not in FUSED_SCALES:
+        raise UserError(f"--{key} {value!r}: choose auto, true or false")
+    return value
 
 
 def build_networks(config):
     """G, D and Gs (Gs a copy of G), built and ready to load weights into."""
-    nf = nf_rule(config["fmap_base"], config["fmap_max"])
     res, ch = config["resolution"], config["channels"]
     if config["model"] == "msg_stylegan":
+        s = style_settings(config)
+        nf = nf_rule(config["fmap_base"], config["fmap_max"], s["fmap_decay"])
+        d_nf = nf_rule(s["d_fmap_base"], s["d_fmap_max"], s["d_fmap_decay"])
         make_g = lambda name: StyleGenerator(  # noqa: E731
-            res, ch, config["z_dim"], nf, config["mapping_fmaps"], config["mapping_layers"],
-            config["mapping_lrmul"], name=name)
-        d = StyleDiscriminator(res, ch, nf, config["combine"], config["mbstd_group_size"], name="D")
+            res, ch, config["z_dim"], nf, s["dlatent_size"], config["mapping_layers"],
+            config["mapping_lrmul"], settings=s, name=name)
+        d = StyleDiscriminator(res, ch, d_nf, config["combine"], config["mbstd_group_size"], settings=s, name="D")
     else:
+        nf = nf_rule(config["fmap_base"], config["fmap_max"])
         make_g = lambda name: ProGenerator(res, ch, config["z_dim"], nf, config["use_eql"], name=name)  # noqa
         d = ProDiscriminator(res, ch, nf, config["combine"], config["use_eql"], name="D")
     nets = {"G": make_g("G"), "D": d, "Gs": make_g("Gs")}
@@ -470,16 +648,20 @@ def latent_dim(config):
     return config["z_dim"]
 
 
-def generate(networks, config, latents, all_scales=False, truncation_psi=None, truncation_cutoff=8,
+def generate(networks, config, latents, all_scales=False, truncation_psi=None, truncation_cutoff=None,
              randomize_noise=True, noise_seed=None, batch_size=64, network="Gs", **unused):
     """Images from Gs: the top scale [N, R, R, C], or with all_scales=True the list lowest first.
 
-    Truncation (MSG-StyleGAN): w_i <- avg + psi (w_i - avg) for the first `truncation_cutoff` layers.
+    Truncation (MSG-StyleGAN): w_i <- avg + psi (w_i - avg) for the first `truncation_cutoff` layers
+    (default: the model's --truncation_cutoff, else 8). Only when `truncation_psi` is given: a model's
+    own truncation_psi is recorded, not applied (published metrics are without truncation).
     `randomize_noise=False` uses the stored noise inputs; `noise_seed` (int) makes random noise repeatable.
     """
     g = networks[network]
     kw = {}
     if config["model"] == "msg_stylegan":
+        if truncation_cutoff is None:
+            truncation_cutoff = config.get("truncation_cutoff") or 8
         kw = dict(truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                   randomize_noise=randomize_noise)
     chunks = []
@@ -553,6 +735,15 @@ def loss_functions(name):
 
 # --- training --------------------------------------------------------------------------------
 
+def _flag_value(value):
+    """A config value as typed on the command line."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "none"
+    return value
+
+
 def _option(options, name, default=None):
     value = getattr(options, name, None)
     return default if value is None else value
@@ -575,8 +766,9 @@ class Trainer:
 
     @staticmethod
     def identity(options):
-        return {k: getattr(options, k) for k in ("combine", "loss_function", "z_dim", "fmap_base", "fmap_max", "depth",
-                                                  "mapping_layers", "mapping_fmaps", "use_eql")}
+        keys = ("combine", "loss_function", "z_dim", "fmap_base", "fmap_max", "depth", "mapping_layers",
+                "mapping_fmaps", "use_eql") + STYLE_KEYWORDS
+        return {k: getattr(options, k, None) for k in keys}
 
     def __init__(self, options, strategy, info):
         self.options, self.strategy, self.info = options, strategy, info
@@ -593,10 +785,13 @@ class Trainer:
         if resolution not in info.levels:
             raise UserError(f"dataset {info.path} has resolutions {min(info.levels)}..{max(info.levels)}; "
                             f"{resolution} px is not available")
+        style = {k: getattr(options, k, None) for k in STYLE_KEYWORDS}
         self.arch = make_config(self.model, resolution, info.channels, options.z_dim or 512, options.fmap_base,
                                 options.fmap_max, options.combine, options.mapping_layers,
                                 options.mapping_fmaps, options.mapping_lrmul, options.mbstd_group_size,
-                                options.use_eql)
+                                options.use_eql, **style)
+        if self.stylegan and options.style_mixing_prob > 0 and not self.arch["use_styles"]:
+            raise UserError("--style_mixing_prob needs styles; it cannot be used with --use_styles=false")
         self.resolution, self.num_scales = resolution, len(_resolutions(resolution))
         self.replicas = strategy.num_replicas_in_sync
         loss_name = options.loss_function if options.loss_function != "auto" else \
@@ -606,7 +801,7 @@ class Trainer:
         self.r1_gamma = _option(options, "r1_gamma", 10.0 if loss_name in ("logistic", "standard-gan") else 0.0)
         self.mirror = _option(options, "mirror_augment", _option(options, "flip_augment", not self.stylegan))
         self.global_batch = self._batch_size()
-        if self.stylegan and options.mbstd_group_size:
+        if self.stylegan and options.mbstd_group_size > 1:
             group = min(options.mbstd_group_size, self.global_batch // self.replicas)
             if (self.global_batch // self.replicas) % group:
                 raise UserError(f"the per-replica batch {self.global_batch // self.replicas} is not divisible "
@@ -654,6 +849,17 @@ class Trainer:
     def checkpoint_items(self):
         return dict(G=self.G, D=self.D, Gs=self.Gs, opt_g=self.opt_g, opt_d=self.opt_d, rng=self.rng,
                     batches_seen=self.batches_seen)
+
+    def check_source_config(self, source, path):
+        """--resume_from: the source's architecture must be this run's (an activation or a norm shows in no
+        weight shape); one line with the flags that rebuild it."""
+        keys = ("z_dim", "fmap_base", "fmap_max", "mapping_layers", "mapping_fmaps", "mapping_lrmul",
+                "mbstd_group_size", "use_eql", "combine") + STYLE_KEYWORDS
+        call_settings = ("truncation_psi", "truncation_cutoff", "dlatent_avg_beta")  # not architecture
+        differ = [k for k in keys if k not in call_settings and k in source and source[k] != self.arch.get(k)]
+        if differ:
+            flags = " ".join(f"--{k}={_flag_value(source[k])}" for k in differ)
+            raise UserError(f"--resume_from {path} was built with other settings than this run; add {flags}")
 
     def after_restore(self, cur_nimg):
         self._iterator_obj = None  # rebuilt lazily, skipping the batches already consumed
@@ -811,7 +1017,7 @@ class Trainer:
     def _update_dlatent_avg(self, mean_w):
         """dlatent_avg <- lerp(batch mean of w, dlatent_avg, dlatent_avg_beta), as G_style does in training."""
         avg = self.G.dlatent_avg
-        avg.assign(mean_w + self.options.dlatent_avg_beta * (avg - mean_w))
+        avg.assign(mean_w + self.arch["dlatent_avg_beta"] * (avg - mean_w))
 
     def _update_gs(self, beta):
         """Gs <- G + beta (Gs - G) on trainable weights; non-trainable ones (dlatent_avg) are copied."""

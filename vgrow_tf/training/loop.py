@@ -210,6 +210,8 @@ class TrainingSession:
             if source.kind != self.options.model:
                 raise UserError(f"--resume_from {path} is a '{source.kind}' model; this run trains "
                                 f"--model={self.options.model}")
+            if hasattr(self.trainer, "check_source_config"):  # settings that no weight shape reveals
+                self.trainer.check_source_config(source.config, path)
             convert.copy_networks(source.networks, self.trainer.networks())
         print(f"Starting from {path} at {self.progress.cur_nimg.numpy() / 1000:.1f} kimg")
 
