@@ -100,49 +100,6 @@ def exit_now(code):
     sys.exit(code)
 
 
-_OUR_CHECKPOINT = re.compile(r"^(ckpt-\d+(\.index|\.data-\d{5}-of-\d{5})?|checkpoint)$")
-
-
-def _is_training_checkpoint(path):
-    """A file of a run's checkpoints/ folder, or that folder (what --resume reads), as train.py names them."""
-    path = os.path.normpath(path)
-    if os.path.isdir(path):
-        return os.path.basename(path) == "checkpoints" and os.path.isfile(os.path.join(path, "..", "run.json"))
-    return bool(_OUR_CHECKPOINT.match(os.path.basename(path))) and \
-        os.path.basename(os.path.dirname(os.path.abspath(path))) == "checkpoints"
-
-
-def snapshot_file(path, flag="--snapshot", source_format=None):
-    """The snapshot a --snapshot value names: a file as given, a model saved by an original code (see
-    vgrow_tf.interop), or a run directory's newest network-*.h5.
-
-    One of our training checkpoints (checkpoints/ckpt-N.index, .data-*, or the folder) is named as
-    such: it is what --resume reads, not a snapshot. Anything else that is not a run directory is
-    passed on to snapshot.load as it is.
-    """
-    import glob
-
-    from vgrow_tf import interop
-    if source_format or interop.detect(path):
-        return path
-    if _is_training_checkpoint(path):
-        inner = os.path.normpath(path) if os.path.isdir(path) else os.path.dirname(os.path.normpath(path))
-        run_dir = os.path.dirname(inner) or "."
-        raise UserError(f"{flag} {path} is a training checkpoint (what train.py --resume reads), not a snapshot; "
-                        f"give a network-*.h5 file of the run, e.g. {os.path.join(run_dir, 'network-final.h5')}")
-    if not os.path.isdir(path):
-        return path
-    found = glob.glob(os.path.join(path, "network-*.h5"))
-    if not found:
-        if os.path.isfile(os.path.join(path, "run.json")):
-            raise UserError(f"{flag} {path} is a run directory without snapshots yet (network-*.h5); "
-                            "train longer or give a snapshot file")
-        return path
-    newest = max(found, key=lambda p: (os.path.getmtime(p), p.endswith("network-final.h5")))
-    print(f"{path} is a run directory; using its latest snapshot {newest}", flush=True)
-    return newest
-
-
 def format_flag_help(rows, width=24):
     """'  --name  help (default: x)' lines for (name, default, help) rows, wrapped to 100 columns."""
     import textwrap

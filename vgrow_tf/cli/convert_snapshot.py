@@ -34,6 +34,11 @@ def build_parser():
     return parser
 
 
+def describe_config(config):
+    """Every architecture setting of a config, `key=value` (what train.py --resume_from takes from it)."""
+    return " ".join(f"{k}={v}" for k, v in sorted(config.items()) if not isinstance(v, (dict, list)) or len(str(v)) < 80)
+
+
 def main(argv):
     args = build_parser().parse_args(argv[1:])
     if os.path.exists(args.output) and not args.overwrite:
@@ -41,16 +46,19 @@ def main(argv):
     if os.path.dirname(args.output) and not os.path.isdir(os.path.dirname(args.output)):
         raise UserError(f"the directory of {args.output} does not exist")
     common.quiet_start(argv)
-    from vgrow_tf import interop
+    from vgrow_tf import snapshot
     from vgrow_tf.interop import convert
 
-    source_format = args.kind or interop.detect(args.source)
-    if source_format is None:
-        raise UserError(f"{args.source} is not a model file of an original code ({', '.join(FORMATS)}); "
-                        "pass --kind to name its format")
+    source = snapshot.resolve(args.source, "source", args.kind)
+    if source.source_format is None:
+        kind, config = snapshot.read_header(source.path)
+        raise UserError(f"{source.path} is already a vgrow_tf snapshot ({kind}, {describe_config(config)}); "
+                        "every program reads it as it is, there is nothing to convert")
+    source_format = source.source_format
     options = {k: v for k, v in (("lod", args.lod), ("data_file", args.data_file)) if v is not None}
-    imported = convert.convert_to_snapshot(args.source, args.output, source_format, **options)
+    imported = convert.convert_to_snapshot(source.path, args.output, source_format, **options)
     print(f"{args.source}: {source_format} -> {imported.kind} ({imported.summary})")
+    print(f"architecture: {describe_config(imported.config)}")
     print(f"wrote {args.output}")
     return 0
 

@@ -18,6 +18,7 @@ Every network takes NHWC uint8 images (any size; 1 or 3 channels) and returns a 
 import hashlib
 import logging
 import os
+import sys
 import tarfile
 import tempfile
 import urllib.request
@@ -318,11 +319,28 @@ def _as_probs(y):
     return tf.cond(is_dist, lambda: y, lambda: tf.nn.softmax(y))
 
 
+def _layer_before_output(model):
+    """The layer whose output a model's final Dense layer reads (a classifier's penultimate features), or
+    None when the model does not end in a Dense layer fed by one layer."""
+    import keras
+    layers = model.layers
+    if len(layers) < 2 or not isinstance(layers[-1], keras.layers.Dense):
+        return None
+    try:
+        return layers[-2].name if layers[-2].output is layers[-1].input else None
+    except (AttributeError, ValueError):  # a layer called more than once has no single output
+        return None
+
+
 def model_from_path(spec):
     path, layer = split_model_spec(spec)
     if not os.path.exists(path):
         raise UserError(f"feature network {path} does not exist; give inception_pb, inception_keras, vgg16, "
                         "a Keras model file (.keras/.h5) or a SavedModel directory (optionally path:layer)")
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise UserError(f"feature network {path} is a directory without saved_model.pb, so not a SavedModel; "
+                        "give inception_pb, inception_keras, vgg16, a Keras model file (.keras/.h5) or a "
+                        "SavedModel directory (optionally path:layer)")
     label = os.path.basename(os.path.normpath(path)) + (f":{layer}" if layer else "")
     digest = file_digest(path) + (f":{layer}" if layer else "")
     if os.path.isdir(path):
@@ -331,6 +349,12 @@ def model_from_path(spec):
     shape = model.inputs[0].shape
     size = [int(shape[1]), int(shape[2])] if shape[1] is not None and shape[2] is not None else None
     channels = shape[-1]
+    if not layer:
+        layer = _layer_before_output(model)
+        if layer:  # a classifier's logits or softmax scale KID absurdly and carry little of the image
+            print(f"feature network {label}: features from layer '{layer}', the input of its output layer "
+                  f"(as Inception's pool_3; name another as {path}:LAYER)", file=sys.stderr, flush=True)
+            label, digest = f"{label}:{layer}", f"{digest}:{layer}"
     if layer:
         try:
             feat = model.get_layer(layer).output

@@ -52,6 +52,9 @@ STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", 
 CONTENT_LAYERS = ("block5_conv2",)
 VGG19_NOTOP_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
+# Config keys spelled otherwise as options (train.py --resume_from takes the config's value for the option).
+OPTION_OF_CONFIG = {"arch": "coupled_arch"}
+
 OPTIONS = [
     Option("dataset_b", None, "CoGAN/SCoGAN/classifier: the second domain's dataset directory (or name)."),
     Option("z_dim", None, "Latent size (default 512; GLO 100, CoGAN 100).", "integer"),
