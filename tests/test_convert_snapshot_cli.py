@@ -32,7 +32,7 @@ def test_convert_refuses_what_no_original_wrote(tmp_path):
     result = typed(tmp_path, "convert_snapshot.py", "notes.txt", "out.h5")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "Error: notes.txt is not a model file of an original code (msg_stylegan_pkl, pgvgrow_ckpt, glo_tf_ckpt, "
+        "Error: notes.txt is neither a vgrow_tf snapshot nor a model file of an original code (msg_stylegan_pkl, pgvgrow_ckpt, glo_tf_ckpt, "
         "scogan_keras); pass --kind to name its format"]
     assert not (tmp_path / "out.h5").exists()
 

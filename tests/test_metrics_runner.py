@@ -158,7 +158,7 @@ def test_runner_end_to_end_with_cache(env, monkeypatch):
     stats = [f for f in os.listdir(os.path.join(env["cache"], "ref")) if f.endswith("-stats.npz")]
     assert len(stats) == 1
     with np.load(os.path.join(env["cache"], "ref", stats[0])) as f:
-        assert f["mu"].dtype == np.float64 and f["sigma"].shape == (5, 5)
+        assert f["mu"].dtype == np.float64 and f["sigma"].shape == (6, 6)  # the layer before the output
 
     # Cache hit: a fresh process state reads the reals from disk and gives the same numbers.
     runner._REAL_MEMO.clear()
@@ -216,7 +216,7 @@ def _cli(*args):
 
 def test_cli_bad_input_gives_one_line(env, tmp_path):
     r = _cli("--snapshot", str(tmp_path / "missing.h5"), "--dataset", env["data"])
-    assert r.returncode == 2 and "Error: snapshot" in r.stderr and "does not exist" in r.stderr
+    assert r.returncode == 2 and "Error: --snapshot" in r.stderr and "does not exist" in r.stderr
     assert "Traceback" not in r.stderr
     r = _cli("--snapshot", env["snap"], "--dataset", env["data"], "--metrics", "fid50k,bogus")
     assert r.returncode == 2 and "unknown metric 'bogus'" in r.stderr

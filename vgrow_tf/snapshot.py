@@ -88,7 +88,8 @@ class Snapshot:
         return self.family.generate(self.networks, self.config, latents, **kwargs)
 
     def has_discriminator(self):
-        return hasattr(self.family, "discriminator_logit") and "D" in self.networks
+        names = getattr(self.family, "DISCRIMINATORS", ("D",))  # e.g. a coupled GAN's D1 and D2
+        return hasattr(self.family, "discriminator_logit") and all(n in self.networks for n in names)
 
     def discriminator_logit(self, images, **kwargs):
         if not self.has_discriminator():
@@ -150,15 +151,18 @@ def resolve(path, flag="--snapshot", source_format=None, announce=print):
     Resolving a resolved path gives it back unchanged.
     """
     from vgrow_tf import interop
+    named = f"{flag} {path}" if flag else path
     if not path:
         raise UserError(f"{flag} is empty; give a snapshot file (network-*.h5), a run directory or an original model")
     exists = os.path.exists(path) or os.path.isfile(path + ".index")
     if not exists:
-        raise UserError(f"{flag} {path} does not exist")
+        raise UserError(f"{named} does not exist")
     if source_format:
+        if source_format not in interop.FORMAT_MODULES:
+            raise UserError(f"--kind={source_format} is no known format; known: {', '.join(interop.FORMAT_MODULES)}")
         module = interop.format_module(source_format)
         if not module.detect(path):
-            raise UserError(f"{flag} {path} is not a {source_format} model (it is {_describe(path)}); "
+            raise UserError(f"{named} is not a {source_format} model (it is {_describe(path)}); "
                             f"drop --kind to detect the format, or name the right one ({', '.join(interop.FORMAT_MODULES)})")
         return Source(path, source_format)
     if is_native(path):
@@ -168,7 +172,7 @@ def resolve(path, flag="--snapshot", source_format=None, announce=print):
         return Source(path, found)
     run_dir = _training_checkpoint_run_dir(path)
     if run_dir is not None:
-        raise UserError(f"{flag} {path} is a training checkpoint (what train.py --resume reads), not a snapshot; "
+        raise UserError(f"{named} is a training checkpoint (what train.py --resume reads), not a snapshot; "
                         f"give a network-*.h5 file of the run, e.g. {os.path.join(run_dir, 'network-final.h5')}")
     if os.path.isdir(path):
         snapshots = glob.glob(os.path.join(path, "network-*.h5"))
@@ -178,11 +182,11 @@ def resolve(path, flag="--snapshot", source_format=None, announce=print):
                 announce(f"{path} is a run directory; using its latest snapshot {newest}", flush=True)
             return Source(newest)
         if os.path.isfile(os.path.join(path, "run.json")):
-            raise UserError(f"{flag} {path} is a run directory without snapshots yet (network-*.h5); "
+            raise UserError(f"{named} is a run directory without snapshots yet (network-*.h5); "
                             "train longer or give a snapshot file")
-        raise UserError(f"{flag} {path} is a directory holding no snapshot (network-*.h5) and no model of an "
+        raise UserError(f"{named} is a directory holding no snapshot (network-*.h5) and no model of an "
                         f"original code ({', '.join(interop.FORMAT_MODULES)})")
-    raise UserError(f"{flag} {path} is neither a vgrow_tf snapshot nor a model file of an original code "
+    raise UserError(f"{named} is neither a vgrow_tf snapshot nor a model file of an original code "
                     f"({', '.join(interop.FORMAT_MODULES)}); pass --kind to name its format")
 
 

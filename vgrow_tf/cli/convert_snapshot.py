@@ -18,8 +18,9 @@ from vgrow_tf.interop import FORMAT_MODULES
 FORMATS = list(FORMAT_MODULES)
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog="\n".join(__doc__.split("\n")[1:]),
+def build_parser(argv=("convert_snapshot.py",)):
+    doc = common.for_program(__doc__, argv)
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0], epilog="\n".join(doc.split("\n")[1:]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="the original model: a .pkl, a checkpoint prefix / file / run "
                         "directory, or a SCoGAN run folder")
@@ -40,7 +41,7 @@ def describe_config(config):
 
 
 def main(argv):
-    args = build_parser().parse_args(argv[1:])
+    args = build_parser(argv).parse_args(argv[1:])
     if os.path.exists(args.output) and not args.overwrite:
         raise UserError(f"{args.output} exists; pass --overwrite to replace it")
     if os.path.dirname(args.output) and not os.path.isdir(os.path.dirname(args.output)):
@@ -49,7 +50,7 @@ def main(argv):
     from vgrow_tf import snapshot
     from vgrow_tf.interop import convert
 
-    source = snapshot.resolve(args.source, "source", args.kind)
+    source = snapshot.resolve(args.source, None, args.kind)
     if source.source_format is None:
         kind, config = snapshot.read_header(source.path)
         raise UserError(f"{source.path} is already a vgrow_tf snapshot ({kind}, {describe_config(config)}); "

@@ -26,10 +26,11 @@ import urllib.request
 import numpy as np
 import tensorflow as tf
 
-from vgrow_tf.errors import UserError
+from vgrow_tf.errors import UserError, require_file
 
 INCEPTION_PB_NAME = "classify_image_graph_def.pb"
 INCEPTION_PB_URL = "http://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz"
+WEIGHTS_FLAG = {"inception_keras": "--inception_path", "vgg16": "--vgg16_path"}
 KERAS_WEIGHTS = {
     "inception_keras": ("inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
                         "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
@@ -199,15 +200,15 @@ def keras_weights(name, weights_path=None):
     can be downloaded; UserError naming the file and URL otherwise."""
     fname, url = KERAS_WEIGHTS[name]
     if weights_path:
-        if not os.path.isfile(weights_path):
-            raise UserError(f"weights file {weights_path} does not exist; get {fname} from {url}")
+        require_file(weights_path, f"{WEIGHTS_FLAG[name]} weights file", f"; get {fname} from {url}")
         return weights_path
     keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     cached = os.path.join(keras_home, "models", fname)
     if os.path.isfile(cached) or not offline():
         return "imagenet"
     raise UserError(f"{name} needs ImageNet weights {fname}, which are not in {os.path.dirname(cached)} and "
-                    f"cannot be downloaded offline; get them from {url} and pass their path")
+                    f"cannot be downloaded offline; get them from {url} and pass their path as "
+                    f"{WEIGHTS_FLAG[name]}")
 
 
 def _build_keras_app(builder, name, weights, **kw):
@@ -218,7 +219,7 @@ def _build_keras_app(builder, name, weights, **kw):
     except Exception as e:  # noqa: BLE001 - a failed download surfaces as many exception types
         fname, url = KERAS_WEIGHTS[name]
         raise UserError(f"cannot load {name} weights ({e.__class__.__name__}: {str(e).splitlines()[0][:120]}); "
-                        f"get {fname} from {url} and pass its path") from None
+                        f"get {fname} from {url} and pass its path as {WEIGHTS_FLAG[name]}") from None
 
 
 def inception_keras(weights_path=None, random_weights=False):

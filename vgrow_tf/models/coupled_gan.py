@@ -331,6 +331,17 @@ def generator_tensor(networks, config, z, domain="a", **unused):
     return networks[name](z)[-1]
 
 
+DISCRIMINATORS = ("D1", "D2")  # what DGflow reads (Snapshot.has_discriminator)
+
+
+def discriminator_logit(networks, config, images, domain="a", **unused):
+    """D1's or D2's logit for images of one domain, for DGflow refinement (the domain of generator_tensor)."""
+    name = {"a": "D1", "b": "D2"}.get(domain)
+    if name is None:
+        raise UserError("DGflow refines one domain at a time; use --domain a or b")
+    return networks[name](images)
+
+
 def paired_grid_images(networks, config, latents):
     """G1(z_i), G2(z_i) interleaved: a grid with an even number of columns shows the pairs side by side."""
     z = tf.convert_to_tensor(latents, tf.float32)
