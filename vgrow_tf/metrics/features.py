@@ -327,6 +327,8 @@ def _layer_before_output(model):
     layers = model.layers
     if len(layers) < 2 or not isinstance(layers[-1], keras.layers.Dense):
         return None
+    if isinstance(model, keras.Sequential):
+        return layers[-2].name
     try:
         return layers[-2].name if layers[-2].output is layers[-1].input else None
     except (AttributeError, ValueError):  # a layer called more than once has no single output
