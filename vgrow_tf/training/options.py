@@ -44,9 +44,10 @@ COMMON_OPTIONS = [
     _opt("snapshot_kimg", None, "Write a snapshot and a checkpoint every this many kimg.", "float"),
     _opt("resume", False, "Continue the latest run in --run_dir (or its numbered siblings) from its latest "
          "checkpoint. Without it, a run dir that holds a run gets a fresh numbered sibling."),
-    _opt("resume_from", None, "Start a new run from a trained model: one of our snapshots or a model saved by an "
-         "original code (an msg-stylegan-tf pickle, a PGVGrow checkpoint, a SCoGAN run folder); its architecture "
-         "flags must match. A PGVGrow checkpoint also brings its Adam state and image count."),
+    _opt("resume_from", None, "Start a new run from a trained model: one of our snapshots, a run directory or a "
+         "model saved by an original code (an msg-stylegan-tf pickle, a PGVGrow checkpoint, a SCoGAN run folder). "
+         "Architecture flags you leave out come from the model; one that contradicts it is refused. A PGVGrow "
+         "checkpoint also brings its Adam state and image count."),
     _opt("strategy", "auto", "Distribution strategy.", "enum",
          ["auto", "one_device", "mirrored", "multi_worker"]),
     _opt("seed", 1234, "Random seed for weights, latents and data order."),
