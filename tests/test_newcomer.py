@@ -75,7 +75,7 @@ def test_every_form_of_every_original_model_resolves_to_its_format(cwd, monkeypa
         assert snapshot.resolve(path) == snapshot.Source(path, source_format), path
         assert snapshot.resolve(path, source_format=source_format).source_format == source_format  # --kind
     assert snapshot.resolve("ours.h5") == snapshot.Source("ours.h5")
-    with pytest.raises(UserError, match=r"^--snapshot pg is not a glo_tf_ckpt model \(it is a pgvgrow_ckpt model\)"):
+    with pytest.raises(UserError, match="^--snapshot pg is not a glo_tf_ckpt model: it is pgvgrow_ckpt; drop --kind"):
         snapshot.resolve("pg", source_format="glo_tf_ckpt")
     with pytest.raises(UserError, match="^--snapshot nothing.pkl does not exist$"):
         snapshot.resolve("nothing.pkl")

@@ -128,17 +128,6 @@ def _training_checkpoint_run_dir(path):
     return os.path.dirname(os.path.normpath(path) if os.path.isdir(path) else os.path.dirname(path)) or "."
 
 
-def _describe(path):
-    """What `path` is, in words, for a refusal."""
-    from vgrow_tf import interop
-    if is_native(path):
-        return "a vgrow_tf snapshot"
-    found = interop.detect(path)
-    if found:
-        return f"a {found} model"
-    return "a directory" if os.path.isdir(path) else "a file of no known model format"
-
-
 def resolve(path, flag="--snapshot", source_format=None, announce=print):
     """The one answer to "what model does this path name", for every program that reads a model.
 
@@ -160,10 +149,11 @@ def resolve(path, flag="--snapshot", source_format=None, announce=print):
     if source_format:
         if source_format not in interop.FORMAT_MODULES:
             raise UserError(f"--kind={source_format} is no known format; known: {', '.join(interop.FORMAT_MODULES)}")
-        module = interop.format_module(source_format)
-        if not module.detect(path):
-            raise UserError(f"{named} is not a {source_format} model (it is {_describe(path)}); "
-                            f"drop --kind to detect the format, or name the right one ({', '.join(interop.FORMAT_MODULES)})")
+        if not interop.format_module(source_format).detect(path):
+            actual = "a vgrow_tf snapshot" if is_native(path) else interop.detect(path)
+            if actual:  # else the importer says what is wrong (a truncated index, a missing variable, ...)
+                raise UserError(f"{named} is not a {source_format} model: it is {actual}; drop --kind to "
+                                "detect the format")
         return Source(path, source_format)
     if is_native(path):
         return Source(path)
