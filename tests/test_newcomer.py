@@ -128,11 +128,6 @@ def test_resume_from_a_pgvgrow_checkpoint_takes_its_architecture_and_refuses_a_r
     assert not (cwd / "ft" / "network-final.h5").exists()
 
 
-def test_resume_from_refuses_a_flag_that_contradicts_the_model_naming_both(cwd):
-    refused(typed(cwd, "train.py", "--model=vgrow_pg", "--dataset=rgb16", "--run_dir=ft2", "--resume_from=pg",
-                  "--fmaps=8"), "--fmaps=8 (the model has fmaps=16)")
-
-
 @pytest.mark.parametrize("model, source, taken, contradiction", [
     ("msg_stylegan", "network.pkl", dict(fmap_base=512, fmap_max=64, z_dim=64, mapping_layers=4, mapping_fmaps=64),
      dict(mapping_layers=8)),
@@ -140,6 +135,7 @@ def test_resume_from_refuses_a_flag_that_contradicts_the_model_naming_both(cwd):
 ])
 def test_resume_from_takes_every_architecture_setting_of_msg_and_scogan(cwd, monkeypatch, model, source, taken,
                                                                         contradiction):
+    """What the command above does for PGVGrow (a contradiction is refused for it in test_interop_pgvgrow)."""
     from vgrow_tf import models
     from vgrow_tf.training import loop
     from vgrow_tf.training.options import make_options
