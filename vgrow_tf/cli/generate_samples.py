@@ -22,8 +22,9 @@ from vgrow_tf.interop import FORMAT_MODULES
 
 MODES = ["samples", "grid", "multiscale", "video", "interpolate", "direction", "reconstruct", "generate"]
 
-flags.DEFINE_string("snapshot", None, "Snapshot file (network-*.h5) to sample from, or a run directory "
-                    "(its network-final.h5, else its latest network-snapshot-*.h5).")
+flags.DEFINE_string("snapshot", None, "Snapshot file (network-*.h5) to sample from, a run directory "
+                    "(its newest network-*.h5), or a model saved by an original code (an msg-stylegan-tf .pkl, "
+                    "a PGVGrow / GLO-TF checkpoint, a SCoGAN run folder or one of its model folders).")
 flags.DEFINE_string("kind", None, "Format of a model saved by an original code given as --snapshot: "
                     f"{', '.join(FORMAT_MODULES)} (default: detected from the file).")
 flags.DEFINE_string("out_dir", None, "Output directory (created if missing).")
