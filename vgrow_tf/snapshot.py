@@ -118,14 +118,14 @@ def _training_checkpoint_run_dir(path):
     """The run directory when `path` is one of train.py's checkpoints (a file of a run's checkpoints/
     folder, or that folder: what --resume reads), else None."""
     path = os.path.normpath(path)
-    if os.path.isdir(path):
-        inner = path if os.path.basename(path) == "checkpoints" else None
-    else:
-        inner = os.path.dirname(os.path.abspath(path)) if _OUR_CHECKPOINT.match(os.path.basename(path)) else None
-    if inner is None or os.path.basename(inner) != "checkpoints" \
-            or not os.path.isfile(os.path.join(inner, "..", "run.json")):
+    if os.path.isdir(path):  # a folder named checkpoints only in a run directory
+        if os.path.basename(path) != "checkpoints" or not os.path.isfile(os.path.join(path, "..", "run.json")):
+            return None
+        return os.path.dirname(path) or "."
+    inner = os.path.dirname(os.path.abspath(path))
+    if not _OUR_CHECKPOINT.match(os.path.basename(path)) or os.path.basename(inner) != "checkpoints":
         return None
-    return os.path.dirname(os.path.normpath(path) if os.path.isdir(path) else os.path.dirname(path)) or "."
+    return os.path.dirname(os.path.dirname(path)) or "."
 
 
 def resolve(path, flag="--snapshot", source_format=None, announce=print):
