@@ -16,6 +16,7 @@ def test_convert_writes_a_snapshot_that_computes_what_the_pickle_does(tmp_path):
     shutil.copy(os.path.join(FIXTURES, "msg_stylegan", "network.pkl"), tmp_path / "best_model.pkl")
     result = ok(typed(tmp_path, "convert_snapshot.py", "best_model.pkl", "model.h5"))
     assert "msg_stylegan_pkl -> msg_stylegan" in result.stdout
+    assert "fmap_base=512 fmap_max=64 mapping_fmaps=64 mapping_layers=4" in result.stdout  # every setting
     assert not TF_NOISE.search(result.stderr), result.stderr
     converted = snapshot.load(str(tmp_path / "model.h5"))
     original = snapshot.load(str(tmp_path / "best_model.pkl"))
@@ -32,7 +33,7 @@ def test_convert_refuses_what_no_original_wrote(tmp_path):
     result = typed(tmp_path, "convert_snapshot.py", "notes.txt", "out.h5")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "Error: notes.txt is not a model file of an original code (msg_stylegan_pkl, pgvgrow_ckpt, glo_tf_ckpt, "
+        "Error: notes.txt is neither a vgrow_tf snapshot nor a model file of an original code (msg_stylegan_pkl, pgvgrow_ckpt, glo_tf_ckpt, "
         "scogan_keras, bmsg_gan_npz); pass --kind to name its format"]
     assert not (tmp_path / "out.h5").exists()
 

@@ -172,13 +172,14 @@ def test_trainer_starts_from_the_originals_weights_and_adam_state(rgb16, expecte
 
 
 def test_train_resume_from_continues_at_the_originals_image_count(rgb16, tmp_path):
-    run_dir = tmp_path / "run"  # total = the original's count: the loop starts there and has nothing to do
-    loop.train(make_options("vgrow_pg", dataset=rgb16, run_dir=str(run_dir), resume_from=PREFIX,
-                            total_nimg=2400256, **ARCH))
+    run_dir = tmp_path / "run"  # total = the original's count: the loop starts there, with nothing to do
+    with pytest.raises(UserError, match="already at 2400.26 kimg, past the training length of 2400.26 kimg"):
+        loop.train(make_options("vgrow_pg", dataset=rgb16, run_dir=str(run_dir), resume_from=PREFIX,
+                                total_nimg=2400256, **ARCH))
     assert f"Starting from {PREFIX} at 2400.3 kimg" in open(run_dir / "log.txt").read()
-    with pytest.raises(UserError, match="z_dim 32, fmaps 16; this run builds"):
+    with pytest.raises(UserError, match="another architecture than --z_dim=64 \\(the model has z_dim=32\\)"):
         loop.train(make_options("vgrow_pg", dataset=rgb16, run_dir=str(tmp_path / "other"), resume_from=PREFIX,
-                                total_nimg=2400264, batch_size=8))
+                                total_nimg=2400264, batch_size=8, z_dim=64))
     with pytest.raises(UserError, match="--resume_from is not supported for --model=glo"):
         loop.train(make_options("glo", dataset=rgb16, run_dir=str(tmp_path / "glo"), resume_from=PREFIX,
                                 total_nimg=8, batch_size=8, z_dim=8))

@@ -106,10 +106,13 @@ def test_keras_model_file_and_layer(env):
     net = features.model_from_path(env["model"])
     images = np.random.RandomState(2).randint(0, 256, (4, 8, 8, 1)).astype(np.uint8)
     out = net(images)
-    assert out["features"].shape == (4, 5) and np.allclose(out["probs"].sum(1), 1, atol=1e-5)
-    np.testing.assert_allclose(out["probs"], out["features"])  # already softmax: kept as it is
     pooled = features.model_from_path(env["model"] + ":pool")(images)
     assert pooled["features"].shape == (4, 6)
+    # Without a layer: the one before the output layer (a classifier's logits make KID absurd).
+    np.testing.assert_array_equal(out["features"], pooled["features"])
+    assert np.allclose(out["probs"].sum(1), 1, atol=1e-5)
+    probs_only = features.model_from_path(env["model"] + ":probs")(images)
+    np.testing.assert_allclose(probs_only["probs"], probs_only["features"])  # already softmax: kept as it is
     rgb = net(np.repeat(images, 3, -1))  # RGB input is averaged to the model's one channel
     np.testing.assert_allclose(rgb["features"], out["features"], atol=1e-5)
     with pytest.raises(UserError, match="no layer 'nope'"):
@@ -158,7 +161,7 @@ def test_runner_end_to_end_with_cache(env, monkeypatch):
     stats = [f for f in os.listdir(os.path.join(env["cache"], "ref")) if f.endswith("-stats.npz")]
     assert len(stats) == 1
     with np.load(os.path.join(env["cache"], "ref", stats[0])) as f:
-        assert f["mu"].dtype == np.float64 and f["sigma"].shape == (5, 5)
+        assert f["mu"].dtype == np.float64 and f["sigma"].shape == (6, 6)  # the layer before the output
 
     # Cache hit: a fresh process state reads the reals from disk and gives the same numbers.
     runner._REAL_MEMO.clear()
@@ -216,7 +219,7 @@ def _cli(*args):
 
 def test_cli_bad_input_gives_one_line(env, tmp_path):
     r = _cli("--snapshot", str(tmp_path / "missing.h5"), "--dataset", env["data"])
-    assert r.returncode == 2 and "Error: snapshot" in r.stderr and "does not exist" in r.stderr
+    assert r.returncode == 2 and "Error: --snapshot" in r.stderr and "does not exist" in r.stderr
     assert "Traceback" not in r.stderr
     r = _cli("--snapshot", env["snap"], "--dataset", env["data"], "--metrics", "fid50k,bogus")
     assert r.returncode == 2 and "unknown metric 'bogus'" in r.stderr

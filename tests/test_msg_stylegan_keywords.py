@@ -16,7 +16,7 @@ from vgrow_tf.interop import msg_stylegan_pickle as msp
 
 HERE = os.path.join(ROOT, "tests", "fixtures", "msg_stylegan_keywords")
 NAMES = ("dense_input_relu", "no_styles_plain_weights")
-# Flags that rebuild dense_input_relu's architecture (train.py --resume_from needs the same architecture).
+# Flags that rebuild dense_input_relu's architecture (train.py --resume_from accepts them: they agree).
 DENSE_INPUT_RELU_FLAGS = [
     "--z_dim=24", "--mapping_fmaps=56", "--dlatent_size=40", "--mapping_layers=3", "--mapping_lrmul=0.1",
     "--mapping_nonlinearity=relu", "--normalize_latents=false", "--fmap_base=128", "--fmap_max=48",
@@ -134,8 +134,8 @@ def test_settings_the_original_cannot_build_are_one_line(tmp_path, edit, message
 
 
 def test_train_resume_from_the_pickle_as_typed(tmp_path):
-    """train.py --resume_from=<pickle> with flags giving its architecture: one iteration (4 images) at
-    learning rate 0, and its snapshot's G and D hold the pickle's weights; a flag that differs is one line."""
+    """train.py --resume_from=<pickle> takes its architecture: one iteration (4 images) at learning rate 0,
+    and its snapshot's G and D hold the pickle's weights; a flag that contradicts it is one line."""
     from vgrow_tf import snapshot
     from vgrow_tf.data import tool
 
@@ -145,18 +145,20 @@ def test_train_resume_from_the_pickle_as_typed(tmp_path):
     os.symlink(pkl, tmp_path / "network.pkl")
     common = ["--model=msg_stylegan", "--dataset=rgb16", "--resume_from=network.pkl", "--batch_size=4",
               "--total_kimg=0.004", "--tick_kimg=0.004", "--snapshot_kimg=0.004", "--num_row=2", "--num_line=2"]
-    ok(typed(tmp_path, "train.py", *common, "--run_dir=run", "--learning_rate=0", "--G_smoothing_kimg=0",
-             *DENSE_INPUT_RELU_FLAGS))
+    # No architecture flag given: every setting is taken from the pickle (dlatent_size 40, not the default 56).
+    ok(typed(tmp_path, "train.py", *common, "--run_dir=run", "--learning_rate=0", "--G_smoothing_kimg=0"))
     first = snapshot.load(str(tmp_path / "run" / "network-final.h5"))
     source = msp.convert(pkl)
     assert first.config == source.config
     for name in ("G", "D"):
         for a, b in zip(source.networks[name].trainable_weights, first.networks[name].trainable_weights):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"{name} {a.path}")
-    wrong = [f for f in DENSE_INPUT_RELU_FLAGS if not f.startswith("--dlatent_size")]  # the default: 56
-    result = typed(tmp_path, "train.py", *common, "--run_dir=other", *wrong)
-    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
-        "Error: --resume_from network.pkl was built with other settings than this run; add --dlatent_size=40")
+    agreeing = [f for f in DENSE_INPUT_RELU_FLAGS if not f.startswith("--dlatent_size")]
+    result = typed(tmp_path, "train.py", *common, "--run_dir=other", *agreeing, "--dlatent_size=32")
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: --resume_from network.pkl was trained with another architecture")
+    assert "--dlatent_size=32 (the model has dlatent_size=40)" in last and "z_dim" not in last
 
 
 def test_configs_written_before_these_keywords_build_the_default_networks():

@@ -24,6 +24,22 @@ class Interrupted(Exception):
 EXIT_USER_ERROR = 2
 
 
+def require_file(path, what, hint=""):
+    """A UserError unless `path` is a file: "does not exist" only when nothing is there."""
+    if os.path.isdir(path):
+        raise UserError(f"{what} {path} is a directory; give a file")
+    if not os.path.isfile(path):
+        raise UserError(f"{what} {path} does not exist{hint}")
+
+
+def require_dir(path, what):
+    """A UserError unless `path` is a directory: "does not exist" only when nothing is there."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{what} {path} is a file, not a directory")
+    if not os.path.isdir(path):
+        raise UserError(f"{what} {path} does not exist")
+
+
 def verbose_requested(argv):
     return (any(arg.lower() in ("--verbose", "--verbose=true", "--verbose=1") for arg in argv)
             or os.environ.get("VGROW_VERBOSE") == "1")

@@ -6,9 +6,12 @@ for readers); group `arrays/<name>` for extra numpy arrays (e.g. GLO's latent ta
 Built in memory, written to a temporary name in one call and renamed, so a crash never leaves a
 truncated snapshot in place.
 """
+import dataclasses
+import glob
 import io
 import json
 import os
+import re
 
 import h5py
 import numpy as np
@@ -85,7 +88,8 @@ class Snapshot:
         return self.family.generate(self.networks, self.config, latents, **kwargs)
 
     def has_discriminator(self):
-        return hasattr(self.family, "discriminator_logit") and "D" in self.networks
+        names = getattr(self.family, "DISCRIMINATORS", ("D",))  # e.g. a coupled GAN's D1 and D2
+        return hasattr(self.family, "discriminator_logit") and all(n in self.networks for n in names)
 
     def discriminator_logit(self, images, **kwargs):
         if not self.has_discriminator():
@@ -99,25 +103,102 @@ def is_native(path):
     return os.path.isfile(path) and h5py.is_hdf5(path)
 
 
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """What a model path names: the file to read and its format (None: one of our snapshot files)."""
+
+    path: str
+    source_format: str = None
+
+
+_OUR_CHECKPOINT = re.compile(r"^(ckpt-\d+(\.index|\.data-\d{5}-of-\d{5})?|checkpoint)$")
+
+
+def _training_checkpoint_run_dir(path):
+    """The run directory when `path` is one of train.py's checkpoints (a file of a run's checkpoints/
+    folder, or that folder: what --resume reads), else None."""
+    path = os.path.normpath(path)
+    if os.path.isdir(path):  # a folder named checkpoints only in a run directory
+        if os.path.basename(path) != "checkpoints" or not os.path.isfile(os.path.join(path, "..", "run.json")):
+            return None
+        return os.path.dirname(path) or "."
+    inner = os.path.dirname(os.path.abspath(path))
+    if not _OUR_CHECKPOINT.match(os.path.basename(path)) or os.path.basename(inner) != "checkpoints":
+        return None
+    return os.path.dirname(os.path.dirname(path)) or "."
+
+
+def resolve(path, flag="--snapshot", source_format=None, announce=print):
+    """The one answer to "what model does this path name", for every program that reads a model.
+
+    Takes one of our snapshots (.h5), a run directory (its newest network-*.h5), or a model saved by an
+    original code in any form its importer accepts (see vgrow_tf.interop: a PGVGrow `networks-N.ckpt`
+    prefix, its .index/.data file or run directory; a GLO-TF checkpoint folder or `model-N` prefix; a
+    SCoGAN run folder or one of its model folders; an msg-stylegan-tf pickle). `source_format` (--kind)
+    names the original format instead of detecting it. Refuses, naming `flag`, a path that does not
+    exist, one of train.py's training checkpoints (what --resume reads) and anything of no known format.
+    Resolving a resolved path gives it back unchanged.
+    """
+    from vgrow_tf import interop
+    named = f"{flag} {path}" if flag else path
+    if not path:
+        raise UserError(f"{flag} is empty; give a snapshot file (network-*.h5), a run directory or an original model")
+    exists = os.path.exists(path) or os.path.isfile(path + ".index")
+    if not exists:
+        raise UserError(f"{named} does not exist")
+    if source_format:
+        if source_format not in interop.FORMAT_MODULES:
+            raise UserError(f"--kind={source_format} is no known format; known: {', '.join(interop.FORMAT_MODULES)}")
+        if not interop.format_module(source_format).detect(path):
+            actual = "a vgrow_tf snapshot" if is_native(path) else interop.detect(path)
+            if actual:  # else the importer says what is wrong (a truncated index, a missing variable, ...)
+                raise UserError(f"{named} is not a {source_format} model: it is {actual}; drop --kind to "
+                                "detect the format")
+        return Source(path, source_format)
+    if is_native(path):
+        return Source(path)
+    found = interop.detect(path)
+    if found:
+        return Source(path, found)
+    run_dir = _training_checkpoint_run_dir(path)
+    if run_dir is not None:
+        raise UserError(f"{named} is a training checkpoint (what train.py --resume reads), not a snapshot; "
+                        f"give a network-*.h5 file of the run, e.g. {os.path.join(run_dir, 'network-final.h5')}")
+    if os.path.isdir(path):
+        snapshots = glob.glob(os.path.join(path, "network-*.h5"))
+        if snapshots:
+            newest = max(snapshots, key=lambda p: (os.path.getmtime(p), p.endswith("network-final.h5")))
+            if announce:
+                announce(f"{path} is a run directory; using its latest snapshot {newest}", flush=True)
+            return Source(newest)
+        if os.path.isfile(os.path.join(path, "run.json")):
+            raise UserError(f"{named} is a run directory without snapshots yet (network-*.h5); "
+                            "train longer or give a snapshot file")
+        raise UserError(f"{named} is a directory holding no snapshot (network-*.h5) and no model of an "
+                        f"original code ({', '.join(interop.FORMAT_MODULES)})")
+    raise UserError(f"{named} is neither a vgrow_tf snapshot nor a model file of an original code "
+                    f"({', '.join(interop.FORMAT_MODULES)}); pass --kind to name its format")
+
+
 def _check_kind(path, kind, expect_kind):
     kinds = (expect_kind,) if isinstance(expect_kind, str) else expect_kind
     if kinds and kind not in kinds:
         raise UserError(f"{path} is a '{kind}' snapshot; this needs {' or '.join(kinds)}")
 
 
-def load(path, expect_kind=None, source_format=None, **import_options):
-    """Our snapshot file, or a model saved by an original code (converted in memory, see interop)."""
+def load(path, expect_kind=None, source_format=None, flag="--snapshot", **import_options):
+    """Any model `resolve` accepts: our snapshot file, or a model saved by an original code (converted in
+    memory, see interop)."""
     from vgrow_tf import models
 
-    if source_format or not is_native(path):
+    source = resolve(path, flag, source_format)
+    path = source.path
+    if source.source_format:
         from vgrow_tf import interop
-
-        looks_like_checkpoint = os.path.isdir(path) or os.path.isfile(path + ".index")
-        if source_format or looks_like_checkpoint or interop.detect(path):
-            imported = interop.load(path, source_format, **import_options)
-            _check_kind(path, imported.kind, expect_kind)
-            return Snapshot(path, imported.kind, imported.config, imported.networks, imported.arrays,
-                            models.get_family(imported.kind))
+        imported = interop.load(path, source.source_format, **import_options)
+        _check_kind(path, imported.kind, expect_kind)
+        return Snapshot(path, imported.kind, imported.config, imported.networks, imported.arrays,
+                        models.get_family(imported.kind))
     kind, config = read_header(path)
     _check_kind(path, kind, expect_kind)
     family = models.get_family(kind)

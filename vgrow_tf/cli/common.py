@@ -56,6 +56,62 @@ def program_name(argv):
     return f"python {name}" if name.endswith(".py") else name
 
 
+PROGRAMS = ("train", "dataset_tool", "run_metrics", "generate_samples", "convert_snapshot")
+
+
+def for_program(text, argv):
+    """`text` (a help text) with `python <program>.py` spelled as the user runs the programs: the installed
+    `vgrow-<program>` commands when this one was started as one."""
+    if program_name(argv).startswith("python "):
+        return text
+    for name in PROGRAMS:
+        text = text.replace(f"python {name}.py", "vgrow-" + name.replace("_", "-"))
+    return text
+
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def packaged_config(value):
+    """The file a --flagfile / --config value names: itself when it is a file, else the config shipped with
+    the package (`configs/vgrow_pg/digits.cfg`, `vgrow_pg/digits.cfg` or `vgrow_pg/digits`); None if neither."""
+    if os.path.isfile(value):
+        return value
+    name = value.replace(os.sep, "/").removeprefix("./").removeprefix("configs/")
+    candidate = os.path.join(CONFIG_DIR, *(name if name.endswith(".cfg") else name + ".cfg").split("/"))
+    return candidate if os.path.isfile(candidate) else None
+
+
+def packaged_config_names():
+    import glob
+    return sorted(os.path.relpath(p, CONFIG_DIR)[:-len(".cfg")].replace(os.sep, "/")
+                  for p in glob.glob(os.path.join(CONFIG_DIR, "*", "*.cfg")))
+
+
+def expand_config_flags(argv):
+    """argv with each `--flagfile` that is not a file, and each `--config=NAME`, pointing at the packaged
+    config, so installed commands find `configs/<model>/<dataset>.cfg` from any directory."""
+    out, i = [argv[0]], 1
+    while i < len(argv):
+        arg = argv[i]
+        name = arg.split("=", 1)[0]
+        if name in ("--flagfile", "--config"):
+            if "=" in arg:
+                value = arg.split("=", 1)[1]
+            elif i + 1 < len(argv):
+                i, value = i + 1, argv[i + 1]
+            else:
+                raise UserError(f"{name} needs a value, e.g. {name}=configs/vgrow_pg/digits.cfg")
+            path = packaged_config(value)
+            if path is None:
+                raise UserError(f"{name} {value} is neither a file nor a packaged config; the packaged ones: "
+                                f"{', '.join(packaged_config_names())}")
+            arg = f"--flagfile={path}"
+        out.append(arg)
+        i += 1
+    return out
+
+
 def wants_help(argv):
     return any(arg in HELP_FLAGS for arg in argv[1:])
 
@@ -82,7 +138,7 @@ def run_absl_program(module_name, usage, main, argv=None):
     """An absl program's run(): its own help (fast, without TensorFlow), else absl_main(main)."""
     argv = list(sys.argv if argv is None else argv)
     if wants_help(argv):
-        print_absl_help(module_name, usage)
+        print_absl_help(module_name, for_program(usage, argv))
         sys.exit(0)
     absl_main(main, argv)
 
@@ -98,49 +154,6 @@ def exit_now(code):
     import gc
     gc.freeze()
     sys.exit(code)
-
-
-_OUR_CHECKPOINT = re.compile(r"^(ckpt-\d+(\.index|\.data-\d{5}-of-\d{5})?|checkpoint)$")
-
-
-def _is_training_checkpoint(path):
-    """A file of a run's checkpoints/ folder, or that folder (what --resume reads), as train.py names them."""
-    path = os.path.normpath(path)
-    if os.path.isdir(path):
-        return os.path.basename(path) == "checkpoints" and os.path.isfile(os.path.join(path, "..", "run.json"))
-    return bool(_OUR_CHECKPOINT.match(os.path.basename(path))) and \
-        os.path.basename(os.path.dirname(os.path.abspath(path))) == "checkpoints"
-
-
-def snapshot_file(path, flag="--snapshot", source_format=None):
-    """The snapshot a --snapshot value names: a file as given, a model saved by an original code (see
-    vgrow_tf.interop), or a run directory's newest network-*.h5.
-
-    One of our training checkpoints (checkpoints/ckpt-N.index, .data-*, or the folder) is named as
-    such: it is what --resume reads, not a snapshot. Anything else that is not a run directory is
-    passed on to snapshot.load as it is.
-    """
-    import glob
-
-    from vgrow_tf import interop
-    if source_format or interop.detect(path):
-        return path
-    if _is_training_checkpoint(path):
-        inner = os.path.normpath(path) if os.path.isdir(path) else os.path.dirname(os.path.normpath(path))
-        run_dir = os.path.dirname(inner) or "."
-        raise UserError(f"{flag} {path} is a training checkpoint (what train.py --resume reads), not a snapshot; "
-                        f"give a network-*.h5 file of the run, e.g. {os.path.join(run_dir, 'network-final.h5')}")
-    if not os.path.isdir(path):
-        return path
-    found = glob.glob(os.path.join(path, "network-*.h5"))
-    if not found:
-        if os.path.isfile(os.path.join(path, "run.json")):
-            raise UserError(f"{flag} {path} is a run directory without snapshots yet (network-*.h5); "
-                            "train longer or give a snapshot file")
-        return path
-    newest = max(found, key=lambda p: (os.path.getmtime(p), p.endswith("network-final.h5")))
-    print(f"{path} is a run directory; using its latest snapshot {newest}", flush=True)
-    return newest
 
 
 def format_flag_help(rows, width=24):

@@ -18,8 +18,9 @@ from vgrow_tf.interop import FORMAT_MODULES
 FORMATS = list(FORMAT_MODULES)
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog="\n".join(__doc__.split("\n")[1:]),
+def build_parser(argv=("convert_snapshot.py",)):
+    doc = common.for_program(__doc__, argv)
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0], epilog="\n".join(doc.split("\n")[1:]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="the original model: a .pkl, a checkpoint prefix / file / run "
                         "directory, or a SCoGAN run folder")
@@ -34,23 +35,31 @@ def build_parser():
     return parser
 
 
+def describe_config(config):
+    """Every architecture setting of a config, `key=value` (what train.py --resume_from takes from it)."""
+    return " ".join(f"{k}={v}" for k, v in sorted(config.items()) if not isinstance(v, (dict, list)) or len(str(v)) < 80)
+
+
 def main(argv):
-    args = build_parser().parse_args(argv[1:])
+    args = build_parser(argv).parse_args(argv[1:])
     if os.path.exists(args.output) and not args.overwrite:
         raise UserError(f"{args.output} exists; pass --overwrite to replace it")
     if os.path.dirname(args.output) and not os.path.isdir(os.path.dirname(args.output)):
         raise UserError(f"the directory of {args.output} does not exist")
     common.quiet_start(argv)
-    from vgrow_tf import interop
+    from vgrow_tf import snapshot
     from vgrow_tf.interop import convert
 
-    source_format = args.kind or interop.detect(args.source)
-    if source_format is None:
-        raise UserError(f"{args.source} is not a model file of an original code ({', '.join(FORMATS)}); "
-                        "pass --kind to name its format")
+    source = snapshot.resolve(args.source, None, args.kind)
+    if source.source_format is None:
+        kind, config = snapshot.read_header(source.path)
+        raise UserError(f"{source.path} is already a vgrow_tf snapshot ({kind}, {describe_config(config)}); "
+                        "every program reads it as it is, there is nothing to convert")
+    source_format = source.source_format
     options = {k: v for k, v in (("lod", args.lod), ("data_file", args.data_file)) if v is not None}
-    imported = convert.convert_to_snapshot(args.source, args.output, source_format, **options)
+    imported = convert.convert_to_snapshot(source.path, args.output, source_format, **options)
     print(f"{args.source}: {source_format} -> {imported.kind} ({imported.summary})")
+    print(f"architecture: {describe_config(imported.config)}")
     print(f"wrote {args.output}")
     return 0
 

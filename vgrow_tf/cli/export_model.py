@@ -40,10 +40,10 @@ def main(argv):
     source, out = argv[1], argv[2]
     from vgrow_tf import export, snapshot
     export.check_request(FLAGS.format, out, FLAGS.quantize, FLAGS.overwrite)
-    snapshot_path = common.snapshot_file(source, "SOURCE", source_format=FLAGS.kind)
+    resolved = snapshot.resolve(source, "SOURCE", source_format=FLAGS.kind)
     import_options = {"data_file": FLAGS.data_file} if FLAGS.data_file else {}
-    snap = snapshot.load(snapshot_path, source_format=FLAGS.kind, **import_options)
-    export.export(snap, out, FLAGS.format, FLAGS.quantize, FLAGS.overwrite, source=snapshot_path,
+    snap = snapshot.load(resolved.path, source_format=resolved.source_format, **import_options)
+    export.export(snap, out, FLAGS.format, FLAGS.quantize, FLAGS.overwrite, source=resolved.path,
                   verbose=FLAGS.verbose)
     size = export.size_on_disk(out)
     print(f"wrote {out} ({FLAGS.format}, {snap.kind} {export.describe(snap)}, {size / 1e6:.2f} MB)")

@@ -22,8 +22,9 @@ from vgrow_tf.interop import FORMAT_MODULES
 
 MODES = ["samples", "grid", "multiscale", "video", "interpolate", "direction", "reconstruct", "generate"]
 
-flags.DEFINE_string("snapshot", None, "Snapshot file (network-*.h5) to sample from, or a run directory "
-                    "(its network-final.h5, else its latest network-snapshot-*.h5).")
+flags.DEFINE_string("snapshot", None, "Snapshot file (network-*.h5) to sample from, a run directory "
+                    "(its newest network-*.h5), or a model saved by an original code (an msg-stylegan-tf .pkl, "
+                    "a PGVGrow / GLO-TF checkpoint, a SCoGAN run folder or one of its model folders).")
 flags.DEFINE_string("kind", None, "Format of a model saved by an original code given as --snapshot: "
                     f"{', '.join(FORMAT_MODULES)} (default: detected from the file).")
 flags.DEFINE_string("out_dir", None, "Output directory (created if missing).")
@@ -142,8 +143,7 @@ def _refine_options():
     if FLAGS.domain != "a":
         options["domain"] = FLAGS.domain
     if FLAGS.corrector:
-        options["corrector"] = snapshot.load(common.snapshot_file(FLAGS.corrector, "--corrector"),
-                                             expect_kind="dgflow_corrector")
+        options["corrector"] = snapshot.load(FLAGS.corrector, expect_kind="dgflow_corrector", flag="--corrector")
     return options
 
 
@@ -154,6 +154,8 @@ def _check_flags():
         raise UserError("--snapshot is required (a network-*.h5 file written by train.py, or its run directory)")
     if not FLAGS.out_dir:
         raise UserError("--out_dir is required")
+    if os.path.exists(FLAGS.out_dir) and not os.path.isdir(FLAGS.out_dir):
+        raise UserError(f"--out_dir {FLAGS.out_dir} is a file, not a directory; choose a directory name")
     if FLAGS.seeds:
         latents.parse_seeds(FLAGS.seeds)
     elif FLAGS.num_samples is None and FLAGS.mode in ("samples", "multiscale"):
@@ -169,11 +171,12 @@ def _check_flags():
 def main(argv):
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {' '.join(argv[1:])}; every option is a --flag")
+    from vgrow_tf import snapshot
     resize = _check_flags()
-    snapshot_path = common.snapshot_file(FLAGS.snapshot, source_format=FLAGS.kind)
+    source = snapshot.resolve(FLAGS.snapshot, "--snapshot", FLAGS.kind)
     out_dir_existed = os.path.isdir(FLAGS.out_dir)
     try:
-        paths = _generate(snapshot_path, resize)
+        paths = _generate(source, resize)
     except BaseException:
         if not out_dir_existed and os.path.isdir(FLAGS.out_dir) and not os.listdir(FLAGS.out_dir):
             os.rmdir(FLAGS.out_dir)  # a refusal leaves no empty directory behind
@@ -182,13 +185,13 @@ def main(argv):
     return 0
 
 
-def _generate(snapshot_path, resize):
+def _generate(source, resize):
     from vgrow_tf import snapshot
     from vgrow_tf.sampling import latents, modes
 
     mode = FLAGS.mode
     import_options = {"data_file": FLAGS.dataset} if FLAGS.dataset and os.path.isfile(FLAGS.dataset) else {}
-    snap = snapshot.load(snapshot_path, source_format=FLAGS.kind, **import_options)
+    snap = snapshot.load(source.path, source_format=source.source_format, **import_options)
     glo_mode = mode in ("reconstruct", "generate") or (mode == "interpolate" and snap.kind == "glo")
     seeds = _seeds(required=not glo_mode and (mode in ("samples", "grid", "multiscale", "interpolate") or
                                               (mode == "direction" and bool(FLAGS.classifier))))

@@ -77,11 +77,15 @@ def main(argv):
     if FLAGS.snapshot_kimg is not None and not FLAGS.run_dir:
         raise UserError("--snapshot_kimg needs --run_dir")
     if FLAGS.snapshot:
-        snapshots = [common.snapshot_file(FLAGS.snapshot, source_format=FLAGS.kind)]
-        out_dir = FLAGS.output or os.path.dirname(os.path.abspath(FLAGS.snapshot))
+        from vgrow_tf import snapshot
+        source = snapshot.resolve(FLAGS.snapshot, "--snapshot", FLAGS.kind)
+        snapshots = [source.path]
+        out_dir = FLAGS.output or os.path.dirname(os.path.abspath(source.path))
     else:
         snapshots = runner.list_snapshots(FLAGS.run_dir, FLAGS.snapshot_kimg)
         out_dir = FLAGS.output or FLAGS.run_dir
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UserError(f"--output {out_dir} is a file, not a directory; choose a directory name")
     run_options = runner._read_run_options(out_dir)
     dataset = FLAGS.dataset or run_options.get("dataset")
     if dataset:

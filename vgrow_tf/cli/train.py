@@ -9,6 +9,7 @@ from vgrow_tf.training import options as options_lib
 
 USAGE = """usage: {prog} --model=MODEL --dataset=DIR [options]
        {prog} --flagfile=configs/<model>/<dataset>.cfg [options]
+       {prog} --config=<model>/<dataset> [options]   (a config shipped with the package)
        {prog} --model=MODEL --help      (that model's own options)
 
 Trains a model; tick lines, grids, snapshots and checkpoints go to the run directory
@@ -21,9 +22,9 @@ def _model_from_argv(argv):
     model = None
     for i, arg in enumerate(argv[1:], 1):
         value = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
-        if arg.startswith("--flagfile"):
+        if arg.startswith("--flagfile") or arg.startswith("--config"):
             try:
-                with open(value, encoding="utf-8") as f:
+                with open(common.packaged_config(value) or value, encoding="utf-8") as f:
                     model = _model_from_argv(["", *(line.strip() for line in f)]) or model
             except OSError:
                 pass
@@ -67,6 +68,12 @@ def run(argv=None):
         print_help(argv)
         sys.exit(0)
     from absl import flags
+
+    from vgrow_tf.errors import UserError, report_and_exit
+    try:
+        argv = common.expand_config_flags(argv)
+    except UserError as e:
+        report_and_exit(str(e))
     options_lib.define_absl_flags(flags)
     common.absl_main(main, argv)
 

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import PIL.Image
 
-from vgrow_tf.errors import UserError
+from vgrow_tf.errors import UserError, require_dir
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 RESIZE_FILTERS = {"box": PIL.Image.BOX, "lanczos": PIL.Image.LANCZOS, "bicubic": PIL.Image.BICUBIC,
@@ -13,8 +13,7 @@ RESIZE_FILTERS = {"box": PIL.Image.BOX, "lanczos": PIL.Image.LANCZOS, "bicubic":
 
 def list_image_files(image_dir):
     """Every image file under image_dir (recursively), sorted by relative path."""
-    if not os.path.isdir(image_dir):
-        raise UserError(f"image directory {image_dir} does not exist")
+    require_dir(image_dir, "image directory")
     found = []
     for root, dirs, files in os.walk(image_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -65,6 +64,15 @@ def centre_crop_resize(array, resolution, resize_filter="lanczos"):
         return np.ascontiguousarray(array)
     image = PIL.Image.fromarray(array)
     return np.asarray(image.resize((resolution, resolution), RESIZE_FILTERS[resize_filter]))
+
+
+def file_mode(path):
+    """The PIL mode of an image file as stored (e.g. "RGBA", "P", "I;16"), or "unknown"."""
+    try:
+        with PIL.Image.open(path) as image:
+            return image.mode
+    except (OSError, ValueError):
+        return "unknown"
 
 
 def load_image_file(path, channels=None, resolution=None, resize_filter="lanczos"):

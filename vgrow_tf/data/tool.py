@@ -152,7 +152,9 @@ def _first_channels(files, skip_bad, skipped):
             continue
         channels = image.shape[0]
         kind = "grayscale" if channels == 1 else "RGB"
-        print(f"The first image ({path}) is {kind}, so the dataset is {kind}; "
+        mode = image_lib.file_mode(path)
+        read_as = kind if mode in ("L", "RGB") else f"{mode}, read as {kind}"
+        print(f"The first image ({path}) is {read_as}, so the dataset is {kind}; "
               f"--channels {3 if channels == 1 else 1} makes it {'RGB' if channels == 1 else 'grayscale'}.")
         return channels
     raise UserError(f"none of the {len(files)} image files could be read")

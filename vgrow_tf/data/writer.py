@@ -136,8 +136,8 @@ class TFRecordExporter:
     def levels(self):
         return list(range(int(np.log2(self.resolution)), 1, -1))
 
-    def _open(self, shape):
-        check_shape(shape)
+    def _open(self, shape, source_name="image"):
+        check_shape(shape, source_name)
         self.shape = tuple(shape)
         options = tf.io.TFRecordOptions(compression_type="")
         for level in self.levels:
@@ -150,7 +150,7 @@ class TFRecordExporter:
         if chw.ndim != 3:
             raise UserError(f"{source_name}: expected a CHW image, got shape {chw.shape}")
         if self.shape is None:
-            self._open(chw.shape)
+            self._open(chw.shape, source_name)
         elif chw.shape != self.shape:
             raise UserError(f"{source_name} has shape {chw.shape[2]}x{chw.shape[1]}x{chw.shape[0]} "
                             f"(WxHxC) but the first image had {self.shape[2]}x{self.shape[1]}x"

@@ -18,6 +18,7 @@ Every network takes NHWC uint8 images (any size; 1 or 3 channels) and returns a 
 import hashlib
 import logging
 import os
+import sys
 import tarfile
 import tempfile
 import urllib.request
@@ -25,10 +26,11 @@ import urllib.request
 import numpy as np
 import tensorflow as tf
 
-from vgrow_tf.errors import UserError
+from vgrow_tf.errors import UserError, require_file
 
 INCEPTION_PB_NAME = "classify_image_graph_def.pb"
 INCEPTION_PB_URL = "http://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz"
+WEIGHTS_FLAG = {"inception_keras": "--inception_path", "vgg16": "--vgg16_path"}
 KERAS_WEIGHTS = {
     "inception_keras": ("inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
                         "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
@@ -198,15 +200,15 @@ def keras_weights(name, weights_path=None):
     can be downloaded; UserError naming the file and URL otherwise."""
     fname, url = KERAS_WEIGHTS[name]
     if weights_path:
-        if not os.path.isfile(weights_path):
-            raise UserError(f"weights file {weights_path} does not exist; get {fname} from {url}")
+        require_file(weights_path, f"{WEIGHTS_FLAG[name]} weights file", f"; get {fname} from {url}")
         return weights_path
     keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     cached = os.path.join(keras_home, "models", fname)
     if os.path.isfile(cached) or not offline():
         return "imagenet"
     raise UserError(f"{name} needs ImageNet weights {fname}, which are not in {os.path.dirname(cached)} and "
-                    f"cannot be downloaded offline; get them from {url} and pass their path")
+                    f"cannot be downloaded offline; get them from {url} and pass their path as "
+                    f"{WEIGHTS_FLAG[name]}")
 
 
 def _build_keras_app(builder, name, weights, **kw):
@@ -217,7 +219,7 @@ def _build_keras_app(builder, name, weights, **kw):
     except Exception as e:  # noqa: BLE001 - a failed download surfaces as many exception types
         fname, url = KERAS_WEIGHTS[name]
         raise UserError(f"cannot load {name} weights ({e.__class__.__name__}: {str(e).splitlines()[0][:120]}); "
-                        f"get {fname} from {url} and pass its path") from None
+                        f"get {fname} from {url} and pass its path as {WEIGHTS_FLAG[name]}") from None
 
 
 def inception_keras(weights_path=None, random_weights=False):
@@ -318,11 +320,30 @@ def _as_probs(y):
     return tf.cond(is_dist, lambda: y, lambda: tf.nn.softmax(y))
 
 
+def _layer_before_output(model):
+    """The layer whose output a model's final Dense layer reads (a classifier's penultimate features), or
+    None when the model does not end in a Dense layer fed by one layer."""
+    import keras
+    layers = model.layers
+    if len(layers) < 2 or not isinstance(layers[-1], keras.layers.Dense):
+        return None
+    if isinstance(model, keras.Sequential):
+        return layers[-2].name
+    try:
+        return layers[-2].name if layers[-2].output is layers[-1].input else None
+    except (AttributeError, ValueError):  # a layer called more than once has no single output
+        return None
+
+
 def model_from_path(spec):
     path, layer = split_model_spec(spec)
     if not os.path.exists(path):
         raise UserError(f"feature network {path} does not exist; give inception_pb, inception_keras, vgg16, "
                         "a Keras model file (.keras/.h5) or a SavedModel directory (optionally path:layer)")
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise UserError(f"feature network {path} is a directory without saved_model.pb, so not a SavedModel; "
+                        "give inception_pb, inception_keras, vgg16, a Keras model file (.keras/.h5) or a "
+                        "SavedModel directory (optionally path:layer)")
     label = os.path.basename(os.path.normpath(path)) + (f":{layer}" if layer else "")
     digest = file_digest(path) + (f":{layer}" if layer else "")
     if os.path.isdir(path):
@@ -331,6 +352,12 @@ def model_from_path(spec):
     shape = model.inputs[0].shape
     size = [int(shape[1]), int(shape[2])] if shape[1] is not None and shape[2] is not None else None
     channels = shape[-1]
+    if not layer:
+        layer = _layer_before_output(model)
+        if layer:  # a classifier's logits or softmax scale KID absurdly and carry little of the image
+            print(f"feature network {label}: features from layer '{layer}', the input of its output layer "
+                  f"(as Inception's pool_3; name another as {path}:LAYER)", file=sys.stderr, flush=True)
+            label, digest = f"{label}:{layer}", f"{digest}:{layer}"
     if layer:
         try:
             feat = model.get_layer(layer).output

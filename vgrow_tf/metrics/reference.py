@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from vgrow_tf.errors import UserError
+from vgrow_tf.errors import UserError, require_file
 from vgrow_tf.metrics import features as features_lib
 
 FORMAT = 1
@@ -58,8 +58,7 @@ def load_npz(path, keys):
 
 def load_ref_stats(path):
     """(mu, sigma) from a TTUR / pytorch-fid / clean-fid .npz (keys mu, sigma)."""
-    if not os.path.isfile(path):
-        raise UserError(f"--ref_stats file {path} does not exist")
+    require_file(path, "--ref_stats file")
     try:
         with np.load(path) as f:
             mu, sigma = np.asarray(f["mu"], np.float64), np.asarray(f["sigma"], np.float64)

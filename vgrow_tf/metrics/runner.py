@@ -228,6 +228,25 @@ class Evaluator:
             kw["domain"] = self.domain
         return kw
 
+    def _check_against_reals(self, snap, snapshot_path):
+        """Refuses a model whose images differ in size or colour from the reals: every score would then
+        measure the difference of format (a 16 px grayscale model against 32 px RGB reals: FID ~800)."""
+        from vgrow_tf.sampling import modes
+        from vgrow_tf.sampling.latents import LatentSampler
+        if self.info is None or not any(s.needs_reals for s in self.specs):
+            return
+        image = snap.generate(LatentSampler(snap).draw(1, self.seed), **self._gen_kw(snap))
+        height, width, channels = (image[-1] if isinstance(image, (list, tuple)) else image).shape[1:]
+        # A coupled model's domains share one channel count, so a grayscale domain's reals may have fewer.
+        channels_differ = channels != self.info.channels and not (modes.supports(snap, "domain")
+                                                                  and channels > self.info.channels)
+        if (height, width) != (self.info.resolution,) * 2 or channels_differ:
+            raise UserError(
+                f"{snapshot_path} makes {height}x{width} images with {channels} channel(s), the reals of "
+                f"{self.dataset_path} are {self.info.resolution}x{self.info.resolution} with {self.info.channels}; "
+                "scores would compare different formats. Give the dataset the model was trained on (or one "
+                f"made from the same images with dataset_tool.py --resolution={height})")
+
     def fake_outputs(self, snap, needs, seed):
         """{detector: {"features": [N, D], "probs": ...}} for the first needs[detector] fakes of one stream."""
         from vgrow_tf.sampling.images import to_uint8
@@ -256,6 +275,7 @@ class Evaluator:
         if snap.latent_dim <= 0:
             raise UserError(f"{snapshot_path} is a '{snap.kind}' snapshot without a generator; metrics need "
                             "a generator snapshot")
+        self._check_against_reals(snap, snapshot_path)
         name, kimg = snapshot_label(snapshot_path)
         start = time.time()
         needs = {}
@@ -407,8 +427,8 @@ def list_snapshots(run_dir, snapshot_kimg=None):
 def evaluate_snapshot(snapshot_path, dataset_path, metrics, run_dir=None, **kw):
     """Computes `metrics` (names or a comma-separated string) on one snapshot; appends the results to
     run_dir's metric files when run_dir is given. Returns a list of dicts with `metric`, `value`, ..."""
-    if not (os.path.exists(snapshot_path) or os.path.isfile(snapshot_path + ".index")):  # or a TF1 checkpoint
-        raise UserError(f"snapshot {snapshot_path} does not exist")
+    from vgrow_tf import snapshot as snapshot_lib
+    snapshot_path = snapshot_lib.resolve(snapshot_path, "snapshot", kw.get("source_format")).path
     if run_dir:  # during training: the run's own settings where the caller gave none
         options = _read_run_options(run_dir)
         if kw.get("mirror_augment") is None:
@@ -427,9 +447,9 @@ def evaluate_snapshots(snapshot_paths, dataset_path, metrics, run_dir=None, **kw
     """Several snapshots with one Evaluator (real statistics and networks loaded once)."""
     evaluator = Evaluator(dataset_path, metrics, **kw)
     all_results = []
+    from vgrow_tf import snapshot as snapshot_lib
     for path in snapshot_paths:
-        if not os.path.isfile(path):
-            raise UserError(f"snapshot {path} does not exist")
+        path = snapshot_lib.resolve(path, "snapshot", kw.get("source_format")).path
         results = evaluator.evaluate(path)
         if run_dir:
             append_results(run_dir, results)

@@ -52,6 +52,9 @@ STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", 
 CONTENT_LAYERS = ("block5_conv2",)
 VGG19_NOTOP_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
+# Config keys spelled otherwise as options (train.py --resume_from takes the config's value for the option).
+OPTION_OF_CONFIG = {"arch": "coupled_arch"}
+
 OPTIONS = [
     Option("dataset_b", None, "CoGAN/SCoGAN/classifier: the second domain's dataset directory (or name)."),
     Option("z_dim", None, "Latent size (default 512; GLO 100, CoGAN 100).", "integer"),
@@ -326,6 +329,17 @@ def generator_tensor(networks, config, z, domain="a", **unused):
     if name is None:
         raise UserError("DGflow refines one domain at a time; use --domain a or b")
     return networks[name](z)[-1]
+
+
+DISCRIMINATORS = ("D1", "D2")  # what DGflow reads (Snapshot.has_discriminator)
+
+
+def discriminator_logit(networks, config, images, domain="a", **unused):
+    """D1's or D2's logit for images of one domain, for DGflow refinement (the domain of generator_tensor)."""
+    name = {"a": "D1", "b": "D2"}.get(domain)
+    if name is None:
+        raise UserError("DGflow refines one domain at a time; use --domain a or b")
+    return networks[name](images)
 
 
 def paired_grid_images(networks, config, latents):

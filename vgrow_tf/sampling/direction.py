@@ -10,13 +10,12 @@ import os
 
 import numpy as np
 
-from vgrow_tf.errors import UserError
+from vgrow_tf.errors import UserError, require_file
 
 
 def read_label_csv(path):
     """`seed,label` rows (a header line is allowed) -> (seeds [N] int, labels [N] int)."""
-    if not os.path.isfile(path):
-        raise UserError(f"label file {path} does not exist")
+    require_file(path, "--labels file")
     seeds, labels = [], []
     with open(path, newline="") as f:
         for lineno, row in enumerate(csv.reader(f), 1):

@@ -174,7 +174,7 @@ def _top_scale(x):
     return x[-1] if isinstance(x, (list, tuple)) else x
 
 
-def logit_function(snap, corrector=None, discriminator=None):
+def logit_function(snap, corrector=None, discriminator=None, domain="a"):
     """x -> d(x) [N]: the snapshot's own D, or with a corrector D'(x) + C(x).
 
     `corrector` is a loaded dgflow_corrector snapshot; `discriminator` an optional loaded snapshot
@@ -184,7 +184,7 @@ def logit_function(snap, corrector=None, discriminator=None):
         if not snap.has_discriminator():
             raise UserError(f"a {snap.kind} snapshot has no discriminator for DGflow; train a density-ratio "
                             "corrector for it (train.py --model=dgflow_corrector) and pass it with --corrector")
-        return lambda x: tf.reshape(snap.discriminator_logit(x), [-1])
+        return lambda x: tf.reshape(snap.discriminator_logit(x, domain=domain), [-1])
     from vgrow_tf.sampling import corrector as corrector_lib
     return corrector_lib.logit_function(corrector, discriminator)
 
@@ -196,7 +196,7 @@ def refine_snapshot(snap, latents, corrector=None, discriminator=None, truncatio
     if corrector is not None:
         base = gen
         gen = lambda z: _top_scale(base(z))  # noqa: E731 - the corrector reads top-resolution images
-    return refine_latents(latents, gen, logit_function(snap, corrector, discriminator), **flow_kw)
+    return refine_latents(latents, gen, logit_function(snap, corrector, discriminator, domain), **flow_kw)
 
 
 def refined_images(snap, latents, gen_kw=None, batch_size=64, corrector=None, discriminator=None, domain="a",

@@ -4,6 +4,7 @@ A model family supplies a Trainer (see CONTRIBUTING.md); this module owns the im
 run directory and everything written into it. Read `train()` top to bottom for the whole story.
 """
 import collections
+import math
 import os
 import signal
 import sys
@@ -195,25 +196,19 @@ class TrainingSession:
         self.trainer.after_restore(int(self.progress.cur_nimg.numpy()))
         print(f"Resumed from {path} at {self.progress.cur_nimg.numpy() / 1000:.1f} kimg")
 
-    def start_from(self, path):
-        """--resume_from: a new run starting from a trained model's networks. A family that can take more
-        from an original's file (PGVGrow: Adam state, image count) reads it itself (`Trainer.start_from`)."""
-        from vgrow_tf import interop
+    def start_from(self, source, model):
+        """--resume_from: a new run starting from a trained model's networks (`model`, loaded by
+        `load_start_model`). A family that can take more from an original's file (PGVGrow: Adam state,
+        image count) reads it itself (`Trainer.start_from`)."""
         from vgrow_tf.interop import convert
 
-        if hasattr(self.trainer, "start_from") and self.trainer.start_from_reads(interop.detect(path)):
-            self.progress.cur_nimg.assign(self.trainer.start_from(path))
+        if hasattr(self.trainer, "start_from") and self.trainer.start_from_reads(source.source_format):
+            self.progress.cur_nimg.assign(self.trainer.start_from(source.path))
         else:
-            if hasattr(self.trainer, "snapshot_arrays"):  # GLO: its latent table belongs to its training set
-                raise UserError(f"--resume_from is not supported for --model={self.options.model}")
-            source = snapshot.load(path)
-            if source.kind != self.options.model:
-                raise UserError(f"--resume_from {path} is a '{source.kind}' model; this run trains "
-                                f"--model={self.options.model}")
             if hasattr(self.trainer, "check_source_config"):  # settings that no weight shape reveals
-                self.trainer.check_source_config(source.config, path)
-            convert.copy_networks(source.networks, self.trainer.networks())
-        print(f"Starting from {path} at {self.progress.cur_nimg.numpy() / 1000:.1f} kimg")
+                self.trainer.check_source_config(model.config, source.path)
+            convert.copy_networks(model.networks, self.trainer.networks())
+        print(f"Starting from {source.path} at {self.progress.cur_nimg.numpy() / 1000:.1f} kimg")
 
     def save_checkpoint(self, cur_nimg, clock):
         """A checkpoint at `cur_nimg` images; the progress counters (kept on the host between ticks)
@@ -411,6 +406,41 @@ class TickClock:
         self.tick_start, self.tick_start_nimg = time.time(), cur_nimg
 
 
+def check_length(session, total_nimg, start):
+    """A run that starts at or past its length: refused when it starts from another model (its image count
+    comes from there, e.g. a PGVGrow checkpoint at 2400 kimg), said so when --resume finds it finished."""
+    cur_nimg = int(session.progress.cur_nimg.numpy())
+    if cur_nimg < total_nimg or cur_nimg == 0:
+        return
+    if start:
+        raise UserError(f"--resume_from {start[0].path} is already at {cur_nimg / 1000:g} kimg, past the "
+                        f"training length of {total_nimg / 1000:g} kimg; give a larger --total_kimg "
+                        f"(e.g. --total_kimg={math.ceil(cur_nimg / 1000) + 100})")
+    print(f"The run is already at {cur_nimg / 1000:g} kimg, the training length of {total_nimg / 1000:g} "
+          "kimg: nothing to train (give a larger --total_kimg to continue)", flush=True)
+
+
+def load_start_model(options, family, dataset_info):
+    """--resume_from: (resolved source, loaded model), with the run's architecture options taken from the
+    model (options_lib.adopt_architecture); refuses a model of another kind or channel count."""
+    path = options.resume_from
+    if hasattr(family.Trainer, "snapshot_arrays"):  # GLO: its latent table belongs to its training set
+        raise UserError(f"--resume_from is not supported for --model={options.model}")
+    source = snapshot.resolve(path, "--resume_from")
+    model = snapshot.load(source.path, source_format=source.source_format, flag="--resume_from")
+    if model.kind != options.model:
+        raise UserError(f"--resume_from {path} is a '{model.kind}' model; this run trains --model={options.model}")
+    channels = model.config.get("channels")
+    if channels and dataset_info and not getattr(options, "dataset_b", None) and dataset_info.channels != channels:
+        raise UserError(f"--resume_from {path} makes {channels}-channel images; dataset {dataset_info.path} has "
+                        f"{dataset_info.channels} channel(s): use a dataset of the model's kind of images")
+    taken = options_lib.adopt_architecture(options, path, model.config, getattr(family, "OPTION_OF_CONFIG", None))
+    if taken:
+        print(f"--resume_from {path}: taking its architecture: "
+              + " ".join(f"--{k}={v}" for k, v in taken.items()), flush=True)
+    return source, model
+
+
 def train(options):
     """Trains `options.model` as the options say; returns the run directory.
 
@@ -421,6 +451,9 @@ def train(options):
     strategy = make_strategy(options.strategy)  # first: multi-worker needs a fresh TF runtime
     configure_runtime(options)
     dataset_info = trainer_cls.inspect_data(options)
+    start = None
+    if getattr(options, "resume_from", None) and not options.resume:
+        start = load_start_model(options, family, dataset_info)
     chief = is_chief(strategy)
     run_dir, note = run_dir_lib.choose(options.run_dir or default_run_dir(
         options, trainer_cls, dataset_info.name if dataset_info else options.model), options.resume)
@@ -440,10 +473,11 @@ def train(options):
             session = TrainingSession(options, trainer, strategy, run_dir, chief)
             if options.resume:
                 session.restore()
-            elif getattr(options, "resume_from", None):
-                session.start_from(options.resume_from)
+            elif start:
+                session.start_from(*start)
             defaults = trainer.DEFAULTS
             total = options_lib.total_nimg(options, defaults["total_nimg"])
+            check_length(session, total, start)
             tick_nimg = int((options.tick_kimg or defaults["tick_kimg"]) * 1000)
             snapshot_nimg = int((options.snapshot_kimg or defaults["snapshot_kimg"]) * 1000)
             print(f"Training {options.model} on {identity['dataset']} for {total / 1000:g} kimg "

@@ -44,9 +44,10 @@ COMMON_OPTIONS = [
     _opt("snapshot_kimg", None, "Write a snapshot and a checkpoint every this many kimg.", "float"),
     _opt("resume", False, "Continue the latest run in --run_dir (or its numbered siblings) from its latest "
          "checkpoint. Without it, a run dir that holds a run gets a fresh numbered sibling."),
-    _opt("resume_from", None, "Start a new run from a trained model: one of our snapshots or a model saved by an "
-         "original code (an msg-stylegan-tf pickle, a PGVGrow checkpoint, a SCoGAN run folder); its architecture "
-         "flags must match. A PGVGrow checkpoint also brings its Adam state and image count."),
+    _opt("resume_from", None, "Start a new run from a trained model: one of our snapshots, a run directory or a "
+         "model saved by an original code (an msg-stylegan-tf pickle, a PGVGrow checkpoint, a SCoGAN run folder). "
+         "Architecture flags you leave out come from the model; one that contradicts it is refused. A PGVGrow "
+         "checkpoint also brings its Adam state and image count."),
     _opt("strategy", "auto", "Distribution strategy.", "enum",
          ["auto", "one_device", "mirrored", "multi_worker"]),
     _opt("seed", 1234, "Random seed for weights, latents and data order."),
@@ -136,8 +137,54 @@ def define_absl_flags(flags_module):
             definers[o.kind](o.name, o.default, o.help)
 
 
+class Options(types.SimpleNamespace):
+    """The options of one run. `explicit` (a slot, so it is not written with the options) names the ones
+    the user set, on the command line or in a flagfile; None: any that differs from its default."""
+
+    __slots__ = ("explicit",)
+
+
 def options_from_absl(flags):
-    return types.SimpleNamespace(**{o.name: flags[o.name].value for o in all_options()})
+    options = Options(**{o.name: flags[o.name].value for o in all_options()})
+    options.explicit = frozenset(o.name for o in all_options() if flags[o.name].present)
+    return options
+
+
+def explicit_options(options):
+    """The names of the options the user set (see `Options.explicit`)."""
+    explicit = getattr(options, "explicit", None)
+    if explicit is not None:
+        return set(explicit)
+    defaults = {o.name: o.default for o in all_options()}
+    return {k for k, v in vars(options).items() if k in defaults and v != defaults[k]}
+
+
+def adopt_architecture(options, source_name, config, option_of_config=None):
+    """Takes a trained model's architecture for a run that starts from it (train.py --resume_from), as
+    StyleGAN's resume does: every key of the model's `config` that is also an option of the run
+    (`option_of_config` maps the few keys spelled otherwise) becomes that option's value unless the
+    user set it; a value the user set that contradicts the model is refused, naming both. Options still
+    "auto" or unset count as not set. Returns {option: value} of what was taken.
+    """
+    option_of_config = option_of_config or {}
+    explicit = explicit_options(options)
+    taken, contradictions = {}, []
+    for key, value in sorted(config.items()):
+        name = option_of_config.get(key, key)
+        if name == "model" or not hasattr(options, name) or isinstance(value, (dict, list)):
+            continue
+        current = getattr(options, name)
+        if name in explicit and current not in (None, "auto"):
+            if current != value:
+                contradictions.append(f"--{name}={current} (the model has {name}={value})")
+            continue
+        if current != value:
+            taken[name] = value
+        setattr(options, name, value)
+    if contradictions:
+        raise UserError(f"--resume_from {source_name} was trained with another architecture than "
+                        f"{'; '.join(contradictions)}; drop these flags to take the model's")
+    return taken
 
 
 def make_options(model="vgrow_pg", **overrides):
@@ -149,7 +196,9 @@ def make_options(model="vgrow_pg", **overrides):
     options.update(overrides, model=model)
     if isinstance(options.get("metrics"), str):
         options["metrics"] = [m for m in options["metrics"].split(",") if m]
-    return types.SimpleNamespace(**options)
+    namespace = Options(**options)
+    namespace.explicit = frozenset(overrides) | {"model"}
+    return namespace
 
 
 def total_nimg(options, default_nimg):
