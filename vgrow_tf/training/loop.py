@@ -17,6 +17,7 @@ from vgrow_tf import models, snapshot
 from vgrow_tf import data as data_lib
 from vgrow_tf.errors import Interrupted, UserError
 from vgrow_tf.sampling import images as image_io
+from vgrow_tf.training import eta as eta_lib
 from vgrow_tf.training import options as options_lib
 from vgrow_tf.training import run_dir as run_dir_lib
 from vgrow_tf.training.steps import xla_pays
@@ -274,7 +275,9 @@ class TrainingSession:
         next_tick = _next_multiple(cur_nimg, tick_nimg)
         next_snapshot = _next_multiple(cur_nimg, snapshot_nimg)
         tick_stats = collections.defaultdict(list)
-        clock = TickClock(cur_nimg, total_nimg, float(self.progress.elapsed_sec.numpy()))
+        segments = self.trainer.schedule_segments(total_nimg) if hasattr(self.trainer, "schedule_segments") \
+            else None
+        clock = TickClock(cur_nimg, total_nimg, float(self.progress.elapsed_sec.numpy()), segments)
         consecutive_nonfinite, last_good_ckpt = 0, self.manager.latest_checkpoint
         snapshot_path = None
         if cur_nimg == 0 and self.save_grids(0):
@@ -327,7 +330,7 @@ class TrainingSession:
         line = [f"tick {number:<5d}", f"kimg {cur_nimg / 1000:9.1f}"]
         line += [f"{k} {v:g}" for k, v in scalars.items()]
         line += [f"time {format_time(timing['elapsed'])}", f"sec/tick {timing['sec_per_tick']:.1f}",
-                 f"sec/kimg {timing['sec_per_kimg']:.2f}", f"ETA {format_time(timing['eta'])}"]
+                 f"sec/kimg {timing['sec_per_kimg']:.2f}", f"ETA {format_eta(timing['eta'])}"]
         line += [f"{k} {v:.1f}GiB" for k, v in memory_gib().items()]
         line += [f"{k} {v:8.4f}" for k, v in means.items()]
         line += [f"nonfinite {int(self.progress.nonfinite_total.numpy())}"]
@@ -357,6 +360,11 @@ def format_time(seconds):
     return f"{s // 86400}d {s // 3600 % 24:02d}h"
 
 
+def format_eta(seconds):
+    """None (no tick of this process measured yet): says so rather than extrapolating start-up time."""
+    return "measuring" if seconds is None else format_time(seconds)
+
+
 _GPUS = None
 
 
@@ -380,30 +388,27 @@ def memory_gib():
 class TickClock:
     """Wall time of the run (earlier processes of a resumed run included), of the tick, and the ETA.
 
-    The ETA uses the speed since the end of this process's first tick, which includes tracing and
-    compilation and would make the estimate far too long.
+    The ETA adds up the schedule still to run (`trainer.schedule_segments`, e.g. VGrow-PG's growing
+    resolutions) at each level's sec/kimg measured in this process (training/eta.py); it is None until
+    a tick after the process's first (which is mostly tracing) has been timed.
     """
 
-    def __init__(self, cur_nimg, total_nimg, elapsed_before):
+    def __init__(self, cur_nimg, total_nimg, elapsed_before, segments=None):
         self.total_nimg, self.elapsed_before = total_nimg, elapsed_before
+        self.segments = segments or eta_lib.single_level(total_nimg)
+        self.levels = eta_lib.LevelTimer(self.segments)
         self.process_start = time.time()
         self.tick_start, self.tick_start_nimg = self.process_start, cur_nimg
-        self.rate_start = None  # (time, nimg) at the end of the first tick
 
     def elapsed(self):
         return self.elapsed_before + time.time() - self.process_start
 
     def end_tick(self, cur_nimg):
-        now = time.time()
-        sec_per_tick = now - self.tick_start
+        sec_per_tick = time.time() - self.tick_start
         sec_per_kimg = sec_per_tick / max(cur_nimg - self.tick_start_nimg, 1) * 1000
-        rate = sec_per_kimg
-        if self.rate_start and cur_nimg > self.rate_start[1]:
-            rate = (now - self.rate_start[0]) / (cur_nimg - self.rate_start[1]) * 1000
-        if self.rate_start is None:
-            self.rate_start = (now, cur_nimg)
-        return dict(elapsed=self.elapsed(), sec_per_tick=sec_per_tick, sec_per_kimg=sec_per_kimg,
-                    eta=max(self.total_nimg - cur_nimg, 0) / 1000 * rate)
+        self.levels.add_tick(self.tick_start_nimg, cur_nimg, sec_per_tick)
+        eta = eta_lib.estimate_eta(cur_nimg, self.total_nimg, self.segments, self.levels.rates())
+        return dict(elapsed=self.elapsed(), sec_per_tick=sec_per_tick, sec_per_kimg=sec_per_kimg, eta=eta)
 
     def start_tick(self, cur_nimg):
         self.tick_start, self.tick_start_nimg = time.time(), cur_nimg
