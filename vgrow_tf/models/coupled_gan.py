@@ -42,6 +42,7 @@ from vgrow_tf import losses as losses_lib
 from vgrow_tf.data import pairs as pairs_lib
 from vgrow_tf.models import classifier as classifier_lib
 from vgrow_tf.errors import UserError
+from vgrow_tf.sampling.images import interleave
 from vgrow_tf.training.options import Option
 from vgrow_tf.training.steps import apply_if_finite, host_stats, make_adam, reduce_sum
 from vgrow_tf.training.strategy import replica_slice
@@ -331,8 +332,7 @@ def generator_tensor(networks, config, z, domain="a", **unused):
 def paired_grid_images(networks, config, latents):
     """G1(z_i), G2(z_i) interleaved: a grid with an even number of columns shows the pairs side by side."""
     z = tf.convert_to_tensor(latents, tf.float32)
-    a, b = networks["G1"](z)[-1].numpy(), networks["G2"](z)[-1].numpy()
-    return np.stack([a, b], axis=1).reshape(-1, *a.shape[1:])
+    return interleave(networks["G1"](z)[-1].numpy(), networks["G2"](z)[-1].numpy())
 
 
 # --- regularisers (spec §2.4): per-replica means; each is a function so tests can check it by hand ---

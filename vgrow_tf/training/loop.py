@@ -87,7 +87,7 @@ def checkpointable(item):
     return item
 
 
-GRID_GAP, GRID_GAP_VALUE = 2, 0.0  # 2 px of mid-grey between grid cells, visible on dark and light images
+GRID_GAP, GRID_GAP_VALUE = image_io.GRID_GAP, image_io.GRID_GAP_VALUE
 
 
 def _next_multiple(nimg, every_nimg):
@@ -246,16 +246,24 @@ class TrainingSession:
         return bool(grids)
 
     def save_reals(self):
-        """`reals.png`: training images in the layout of the fakes grids, to compare them with."""
-        if not getattr(self.trainer, "dataset_path", None):
+        """`reals.png`: training images in the layout of the fakes grids, to compare them with (two-domain
+        models: A and B images alternating, as their fakes show G1(z) | G2(z))."""
+        paths = [p for p in (getattr(self.trainer, "dataset_path", None),
+                             getattr(self.trainer, "dataset_b_path", None)) if p]
+        if not paths:
             return
         rows, cols = self.options.num_row, self.options.num_line
         resolution = getattr(self.trainer, "resolution", None)
-        dataset = data_lib.load_dataset(self.trainer.dataset_path, rows * cols, resolution=resolution,
-                                        shuffle=False, repeat=True)
-        for batch in dataset.take(1):  # iterated to its end, so no reader thread outlives this
-            image_io.save_grid(os.path.join(self.run_dir, "reals.png"), batch["image"].numpy(), rows, cols,
-                               GRID_GAP, GRID_GAP_VALUE)
+        count = -(-rows * cols // len(paths))
+        domains = []
+        for path in paths:
+            dataset = data_lib.load_dataset(path, count, resolution=resolution, shuffle=False, repeat=True)
+            for batch in dataset.take(1):  # iterated to its end, so no reader thread outlives this
+                domains.append(batch["image"].numpy())
+        channels = max(images.shape[-1] for images in domains)
+        domains = [np.repeat(images, channels // images.shape[-1], axis=-1) for images in domains]
+        image_io.save_grid(os.path.join(self.run_dir, "reals.png"), image_io.interleave(*domains), rows, cols,
+                           GRID_GAP, GRID_GAP_VALUE)
 
     def run_metrics(self, snapshot_path, cur_nimg):
         if not (self.chief and self.options.metrics and snapshot_path):
