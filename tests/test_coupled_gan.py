@@ -490,3 +490,24 @@ def test_create_cyclegan_resizes_and_records_it(tmp_path):
     assert a.resolution == 16 and json.load(open(os.path.join(out + "-a", "dataset.json")))["resolution"] == 16
     with pytest.raises(UserError, match="trainA"):
         pairs.create_cyclegan(str(tmp_path / "y"), str(tmp_path), resolution=16)
+
+
+def test_reals_png_shows_both_domains_like_the_fakes_as_typed(pair8):
+    """reals.png alternates domain A and domain B images, as the fakes grids show G1(z) | G2(z)."""
+    cwd = os.path.dirname(pair8[0])
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--model=cogan",
+                          "--dataset=digits2edge-a", "--dataset_b=digits2edge-b", "--fmaps=16", "--z_dim=8",
+                          "--batch_size=8", "--total_kimg=0.008", "--num_row=2", "--num_line=4",
+                          "--run_dir=results/reals"], cwd=cwd, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    assert run.returncode == 0, run.stderr[-2000:]
+    grid = np.asarray(PIL.Image.open(os.path.join(cwd, "results", "reals", "reals.png")))
+    gap = loop.GRID_GAP
+    assert grid.shape[:2] == (2 * 8 + gap, 4 * 8 + 3 * gap)
+    firsts = [next(iter(reader.load_dataset(p, 4, resolution=8, shuffle=False)))["image"].numpy() for p in pair8]
+    cell = lambda i, j: grid[i * (8 + gap):i * (8 + gap) + 8, j * (8 + gap):j * (8 + gap) + 8]  # noqa: E731
+    quantise = lambda x: np.clip(np.rint(x[..., 0] * 127.5 + 127.5), 0, 255)  # noqa: E731
+    for k in range(4):  # row-major cells: A0 B0 A1 B1 / A2 B2 A3 B3
+        i, j = divmod(2 * k, 4)
+        np.testing.assert_array_equal(cell(i, j), quantise(firsts[0][k]))
+        np.testing.assert_array_equal(cell(i, j + 1), quantise(firsts[1][k]))
