@@ -753,13 +753,18 @@ class Trainer:
 
 # --- the joint-distribution measure -------------------------------------------------------------------
 
-def pair_agreement(networks, config, classify, count=1000, seed=0, batch_size=100):
-    """Fraction of z whose two images (G1(z), G2(z)) the classifier puts in the same class."""
+def pair_classes(networks, config, classify, count=1000, seed=0, batch_size=100):
+    """The classifier's classes of G1(z) and of G2(z) for `count` latents: two int arrays."""
     latents = sample_latents(config, count, seed)
-    same = 0
+    classes = [[], []]
     for i in range(0, count, batch_size):
         z = tf.convert_to_tensor(latents[i:i + batch_size])
-        p1 = classify(networks["G1"](z)[-1])
-        p2 = classify(networks["G2"](z)[-1])
-        same += int(tf.reduce_sum(tf.cast(tf.argmax(p1, -1) == tf.argmax(p2, -1), tf.int32)))
-    return same / count
+        for k, name in enumerate(("G1", "G2")):
+            classes[k].append(tf.argmax(classify(networks[name](z)[-1]), -1).numpy())
+    return np.concatenate(classes[0]), np.concatenate(classes[1])
+
+
+def pair_agreement(networks, config, classify, count=1000, seed=0, batch_size=100):
+    """Fraction of z whose two images (G1(z), G2(z)) the classifier puts in the same class."""
+    a, b = pair_classes(networks, config, classify, count, seed, batch_size)
+    return float(np.mean(a == b))
