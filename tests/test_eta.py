@@ -58,6 +58,17 @@ def test_level_timer_skips_start_up_and_tracing_ticks():
     assert timer.rates() == pytest.approx({2: 1.1, 3: 2.5, 4: 3.0})
 
 
+def test_an_iteration_past_a_level_end_still_ran_the_old_level():
+    # the tick's last iteration started at 29,984 (level 2) and ended at 30,016: 8x8 has not run (traced) yet
+    timer = eta.LevelTimer(DEMO)
+    timer.add_tick(0, 10_000, 50.0)
+    timer.add_tick(20_000, 30_016, 10.0, last_iteration_nimg=29_984)
+    timer.add_tick(30_016, 40_000, 90.0, last_iteration_nimg=39_968)  # 8x8 traced here: a fallback only
+    timer.add_tick(40_000, 50_000, 25.0, last_iteration_nimg=49_984)
+    assert timer.rates()[3] == pytest.approx(2.5)
+    assert eta.level_at(DEMO, 30_000) == 2 and eta.level_at(DEMO, 30_001) == 3 and eta.level_at(DEMO, 10**9) == 4
+
+
 def test_resumed_run_after_first_tick_says_measuring():
     # a resumed process: its first tick is tracing only, so no estimate; the next one has a number
     timer = eta.LevelTimer(DEMO)

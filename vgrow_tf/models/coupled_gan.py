@@ -57,6 +57,9 @@ OPTIONS = [
     Option("dataset_b", None, "CoGAN/SCoGAN/classifier: the second domain's dataset directory (or name)."),
     Option("z_dim", None, "Latent size (default 512; GLO 100, CoGAN 100).", "integer"),
     Option("fmaps", None, "Feature maps per layer (default 256 up to 128 px, 128 above).", "integer"),
+    Option("d_fmaps", None, "CoGAN/SCoGAN discriminator width on --fmaps' scale (default --fmaps): 1024 is "
+           "the reference discriminator (20-50-500 maps for digits), cheap beside a narrow generator.",
+           "integer"),
     Option("learning_rate", None, "Adam learning rate (VGrow-PG 1e-3, MSG 3e-3, ...).", "float"),
     Option("g_lr", None, "Generator learning rate (overrides --learning_rate).", "float"),
     Option("d_lr", None, "Discriminator learning rate (overrides --learning_rate).", "float"),
@@ -220,7 +223,7 @@ def generator_layers(config, name):
 def discriminator_layers(config, name):
     """(head, trunk) layer lists of one discriminator: head = the first layer(s) CoGAN keeps per domain."""
     Block = _block_for(config)  # noqa: N806
-    fm = config["fmaps"]
+    fm = config.get("d_fmaps") or config["fmaps"]
     if config["arch"] == "faces":
         head = [Block("conv", _w(32, fm), 5, 2, bn=True, act="prelu", name=f"{name}_conv0"),
                 Block("conv", _w(64, fm), 5, 2, bn=True, act="prelu", name=f"{name}_conv1")]
@@ -257,7 +260,7 @@ def default_arch(resolution):
 
 
 def make_config(model, resolution, channels, z_dim=100, fmaps=1024, arch="auto", noise_type="uniform",
-                cycle=False, prelu="element"):
+                cycle=False, prelu="element", d_fmaps=None):
     if model not in KINDS:
         raise UserError(f"coupled_gan builds cogan or scogan, not {model!r}")
     if resolution < 8 or resolution & (resolution - 1):
@@ -266,7 +269,8 @@ def make_config(model, resolution, channels, z_dim=100, fmaps=1024, arch="auto",
         raise UserError(f"--prelu must be element or channel, got {prelu!r}")
     arch = default_arch(resolution) if arch in (None, "auto") else arch
     return dict(model=model, resolution=int(resolution), channels=int(channels), z_dim=int(z_dim),
-                fmaps=int(fmaps), arch=arch, noise_type=noise_type, cycle=bool(cycle),
+                fmaps=int(fmaps), d_fmaps=int(d_fmaps or fmaps), arch=arch, noise_type=noise_type,
+                cycle=bool(cycle),
                 init="xavier" if model == "cogan" else "normal", prelu=prelu)
 
 
@@ -487,6 +491,8 @@ class Trainer:
         ident = {k: getattr(options, k) for k in keys}
         if options.prelu != "channel":  # runs from before --prelu were per channel and lack the key
             ident["prelu"] = options.prelu
+        if options.d_fmaps:  # runs from before --d_fmaps lack the key
+            ident["d_fmaps"] = options.d_fmaps
         if ident["dataset_b"]:
             ident["dataset_b"] = data_lib.resolve_dataset(options.dataset_b, options.data_root)
         return ident
@@ -503,7 +509,7 @@ class Trainer:
         w = self._weights()
         self.arch = make_config(self.model, self.resolution, channels, options.z_dim or 100,
                                 options.fmaps or 1024, options.coupled_arch, options.noise_type,
-                                cycle=w["cycle"] > 0, prelu=options.prelu)
+                                cycle=w["cycle"] > 0, prelu=options.prelu, d_fmaps=options.d_fmaps)
         if options.disc_iters < 1:
             raise UserError(f"--disc_iters must be >= 1, got {options.disc_iters}")
         n_features = len(generator_layers(self.arch, "probe")[0]) - 1

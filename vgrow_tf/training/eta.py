@@ -51,6 +51,15 @@ def estimate_eta(cur_nimg, total_nimg, segments, measured):
     return seconds
 
 
+def level_at(segments, nimg):
+    """The key an iteration starting at `nimg` images trains (a level holds up to and including its end,
+    as `schedule.lod_at` does; past the last segment, the last key)."""
+    for _, end, key, _ in segments:
+        if nimg <= end:
+            return key
+    return segments[-1][2]
+
+
 def overlaps(segments, start_nimg, end_nimg):
     """[(key, cost, images)] of the segments that the images (start, end] fall in."""
     out = []
@@ -75,9 +84,18 @@ class LevelTimer:
         self.seen = None  # levels run in this process; None before the first tick
         self.clean, self.rough = {}, {}  # key -> [seconds, images]
 
-    def add_tick(self, start_nimg, end_nimg, seconds):
+    def add_tick(self, start_nimg, end_nimg, seconds, last_iteration_nimg=None):
+        """A tick of `seconds` over the images (start, end]; its last iteration started at
+        `last_iteration_nimg` (default: end): the levels it ran are those its iterations started in, since
+        the last one may run past a level's end at the old level."""
         parts = overlaps(self.segments, start_nimg, end_nimg)
-        keys = {key for key, _, _ in parts}
+        last = end_nimg if last_iteration_nimg is None else last_iteration_nimg
+        first_key, last_key = level_at(self.segments, start_nimg), level_at(self.segments, last)
+        in_order = [key for _, _, key, _ in self.segments]
+        keys = set(in_order[in_order.index(first_key):in_order.index(last_key) + 1])
+        costs = {key: cost for _, _, key, cost in self.segments}
+        parts = [(key, cost, images) if key in keys else (last_key, costs[last_key], images)
+                 for key, cost, images in parts]
         if self.seen is None:
             self.seen = keys
             return

@@ -292,7 +292,7 @@ class TrainingSession:
             self.save_reals()
         while cur_nimg < total_nimg:
             stats = self.trainer.train_iteration(cur_nimg)
-            cur_nimg += int(stats.pop("nimg"))
+            iteration_start, cur_nimg = cur_nimg, cur_nimg + int(stats.pop("nimg"))
             if stats.pop("nonfinite", False):
                 consecutive_nonfinite += 1
                 self.progress.nonfinite_total.assign_add(1)
@@ -317,7 +317,7 @@ class TrainingSession:
                 self.progress.cur_nimg.assign(cur_nimg)  # per tick, not per iteration (~70 us each)
                 # ticks are numbered by the boundaries crossed; a last, partial one gets the next number
                 number = cur_nimg // tick_nimg + (0 if cur_nimg >= next_tick else 1)
-                self.tick(cur_nimg, number, tick_stats, clock)
+                self.tick(cur_nimg, number, tick_stats, clock, iteration_start)
                 next_tick = _next_multiple(cur_nimg, tick_nimg)
                 if cur_nimg >= next_snapshot or done:
                     name = "network-final.h5" if done else f"network-snapshot-{cur_nimg // 1000:06d}.h5"
@@ -331,8 +331,8 @@ class TrainingSession:
         self.writer.flush()
         return snapshot_path or os.path.join(self.run_dir, "network-final.h5")
 
-    def tick(self, cur_nimg, number, tick_stats, clock):
-        timing = clock.end_tick(cur_nimg)
+    def tick(self, cur_nimg, number, tick_stats, clock, last_iteration_nimg=None):
+        timing = clock.end_tick(cur_nimg, last_iteration_nimg)
         means = {k: float(np.mean(v)) for k, v in tick_stats.items() if v}
         scalars = dict(self.trainer.progress_scalars(cur_nimg))
         line = [f"tick {number:<5d}", f"kimg {cur_nimg / 1000:9.1f}"]
@@ -411,10 +411,10 @@ class TickClock:
     def elapsed(self):
         return self.elapsed_before + time.time() - self.process_start
 
-    def end_tick(self, cur_nimg):
+    def end_tick(self, cur_nimg, last_iteration_nimg=None):
         sec_per_tick = time.time() - self.tick_start
         sec_per_kimg = sec_per_tick / max(cur_nimg - self.tick_start_nimg, 1) * 1000
-        self.levels.add_tick(self.tick_start_nimg, cur_nimg, sec_per_tick)
+        self.levels.add_tick(self.tick_start_nimg, cur_nimg, sec_per_tick, last_iteration_nimg)
         eta = eta_lib.estimate_eta(cur_nimg, self.total_nimg, self.segments, self.levels.rates())
         return dict(elapsed=self.elapsed(), sec_per_tick=sec_per_tick, sec_per_kimg=sec_per_kimg, eta=eta)
 
