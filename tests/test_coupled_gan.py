@@ -497,7 +497,7 @@ def test_reals_png_shows_both_domains_like_the_fakes_as_typed(pair8):
     cwd = os.path.dirname(pair8[0])
     run = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--model=cogan",
                           "--dataset=digits2edge-a", "--dataset_b=digits2edge-b", "--fmaps=16", "--z_dim=8",
-                          "--batch_size=8", "--total_kimg=0.008", "--num_row=2", "--num_line=4",
+                          "--batch_size=8", "--total_kimg=0.008", "--num_row=2", "--num_line=4", "--d_fmaps=1024",
                           "--run_dir=results/reals"], cwd=cwd, capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, PYTHONPATH=ROOT))
     assert run.returncode == 0, run.stderr[-2000:]
@@ -511,3 +511,25 @@ def test_reals_png_shows_both_domains_like_the_fakes_as_typed(pair8):
         i, j = divmod(2 * k, 4)
         np.testing.assert_array_equal(cell(i, j), quantise(firsts[0][k]))
         np.testing.assert_array_equal(cell(i, j + 1), quantise(firsts[1][k]))
+    # --d_fmaps=1024: the reference discriminators (20-50-500 maps) beside a 16-map generator
+    snap = snapshot.load(os.path.join(cwd, "results", "reals", "network-final.h5"))
+    widths = [int(block.op.kernel.shape[-1]) for block in snap.networks["D2"].blocks]
+    assert widths == [20, 50, 500, 1] and snap.config["d_fmaps"] == 1024 and snap.config["fmaps"] == 16
+
+
+@pytest.mark.parametrize("config", ["configs/cogan/digits.cfg", "configs/scogan/digits.cfg"])
+def test_digits_demos_use_reference_discriminators(config):
+    """Narrow demo generators with the reference discriminators: at --fmaps=128 alone, D's first layer has
+    4 maps and domain B (edges) never leaves noise."""
+    with open(os.path.join(ROOT, config)) as f:
+        flags = dict(line.strip().lstrip("-").split("=", 1) for line in f if line.startswith("--"))
+    assert flags["d_fmaps"] == "1024" and int(flags["fmaps"]) <= 128
+
+
+def test_digits_edge_pair_is_upsampled_smoothly():
+    """Bicubic, not nearest: edges of nearest-upsampled 8x8 blocks are 1 px lattice lines ("mazes")."""
+    images, labels = pairs.smooth_digits(16)
+    assert images.shape == (1797, 1, 16, 16) and len(labels) == 1797
+    blocks = images[:, 0].reshape(1797, 8, 2, 8, 2).astype(int)
+    spread = blocks.max(axis=(2, 4)) - blocks.min(axis=(2, 4))
+    assert (spread > 0).mean() > 0.3  # nearest upsampling gives constant 2x2 blocks (spread 0 everywhere)
