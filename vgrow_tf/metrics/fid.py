@@ -5,9 +5,9 @@ Statistics are float64 with np.cov's N-1 normalisation. Only the trace of the sq
 S_1 S_2 is similar to the symmetric positive semi-definite R S_2 R, R = S_1^(1/2) (both symmetric): so
 Tr (S_1 S_2)^(1/2) = sum sqrt(eigenvalues of R S_2 R), from two `eigh` calls (about 4x less CPU than
 `scipy.linalg.sqrtm` at 2048 x 2048, see benchmarks/metrics_speed.py, and well defined for the singular
-covariances of fewer samples than dimensions). `trace_sqrt_product_sqrtm` keeps TTUR / pytorch-fid's formula (`sqrtm(S_1 S_2, disp=False)`,
-retried with eps * I added to both covariances when not finite, real part kept) as the reference the
-tests compare with: they agree to 1e-6 relative.
+covariances of fewer samples than dimensions). `trace_sqrt_product_sqrtm` keeps TTUR / pytorch-fid's
+formula (`sqrtm(S_1 S_2, disp=False)`, retried with eps * I added to both covariances when not finite,
+real part kept) as the reference the tests compare with: they agree to 1e-6 relative.
 """
 import logging
 import warnings
