@@ -214,7 +214,9 @@ def test_generate_samples_grid_without_seeds_from_a_run_dir(run_dir_with_snapsho
     assert "using its latest snapshot results/digits-KL/network-final.h5" in result.stdout
     assert "--truncation_psi is ignored" in result.stdout
     from PIL import Image
-    assert np.asarray(Image.open(os.path.join(cwd, "out", "grid.png"))).shape == (8 * 8, 8 * 8)  # seeds 0..63
+    grid = np.asarray(Image.open(os.path.join(cwd, "out", "grid.png")))
+    assert grid.shape == (8 * 8 + 7 * 2, 8 * 8 + 7 * 2)  # seeds 0..63, 2 px between cells as training grids
+    assert (grid[:, 8:10] == 128).all() and (grid[8:10, :] == 128).all()  # mid-grey
     assert not TF_NOISE.search(result.stderr), result.stderr[-2000:]
 
 

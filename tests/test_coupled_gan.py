@@ -490,3 +490,46 @@ def test_create_cyclegan_resizes_and_records_it(tmp_path):
     assert a.resolution == 16 and json.load(open(os.path.join(out + "-a", "dataset.json")))["resolution"] == 16
     with pytest.raises(UserError, match="trainA"):
         pairs.create_cyclegan(str(tmp_path / "y"), str(tmp_path), resolution=16)
+
+
+def test_reals_png_shows_both_domains_like_the_fakes_as_typed(pair8):
+    """reals.png alternates domain A and domain B images, as the fakes grids show G1(z) | G2(z)."""
+    cwd = os.path.dirname(pair8[0])
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--model=cogan",
+                          "--dataset=digits2edge-a", "--dataset_b=digits2edge-b", "--fmaps=16", "--z_dim=8",
+                          "--batch_size=8", "--total_kimg=0.008", "--num_row=2", "--num_line=4", "--d_fmaps=1024",
+                          "--run_dir=results/reals"], cwd=cwd, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    assert run.returncode == 0, run.stderr[-2000:]
+    grid = np.asarray(PIL.Image.open(os.path.join(cwd, "results", "reals", "reals.png")))
+    gap = loop.GRID_GAP
+    assert grid.shape[:2] == (2 * 8 + gap, 4 * 8 + 3 * gap)
+    firsts = [next(iter(reader.load_dataset(p, 4, resolution=8, shuffle=False)))["image"].numpy() for p in pair8]
+    cell = lambda i, j: grid[i * (8 + gap):i * (8 + gap) + 8, j * (8 + gap):j * (8 + gap) + 8]  # noqa: E731
+    quantise = lambda x: np.clip(np.rint(x[..., 0] * 127.5 + 127.5), 0, 255)  # noqa: E731
+    for k in range(4):  # row-major cells: A0 B0 A1 B1 / A2 B2 A3 B3
+        i, j = divmod(2 * k, 4)
+        np.testing.assert_array_equal(cell(i, j), quantise(firsts[0][k]))
+        np.testing.assert_array_equal(cell(i, j + 1), quantise(firsts[1][k]))
+    # --d_fmaps=1024: the reference discriminators (20-50-500 maps) beside a 16-map generator
+    snap = snapshot.load(os.path.join(cwd, "results", "reals", "network-final.h5"))
+    widths = [int(block.op.kernel.shape[-1]) for block in snap.networks["D2"].blocks]
+    assert widths == [20, 50, 500, 1] and snap.config["d_fmaps"] == 1024 and snap.config["fmaps"] == 16
+
+
+@pytest.mark.parametrize("config", ["configs/cogan/digits.cfg", "configs/scogan/digits.cfg"])
+def test_digits_demos_use_reference_discriminators(config):
+    """Narrow demo generators with the reference discriminators: at --fmaps=128 alone, D's first layer has
+    4 maps and domain B (edges) never leaves noise."""
+    with open(os.path.join(ROOT, config)) as f:
+        flags = dict(line.strip().lstrip("-").split("=", 1) for line in f if line.startswith("--"))
+    assert flags["d_fmaps"] == "1024" and int(flags["fmaps"]) <= 128
+
+
+def test_digits_edge_pair_is_upsampled_smoothly():
+    """Bicubic, not nearest: edges of nearest-upsampled 8x8 blocks are 1 px lattice lines ("mazes")."""
+    images, labels = pairs.smooth_digits(16)
+    assert images.shape == (1797, 1, 16, 16) and len(labels) == 1797
+    blocks = images[:, 0].reshape(1797, 8, 2, 8, 2).astype(int)
+    spread = blocks.max(axis=(2, 4)) - blocks.min(axis=(2, 4))
+    assert (spread > 0).mean() > 0.3  # nearest upsampling gives constant 2x2 blocks (spread 0 everywhere)

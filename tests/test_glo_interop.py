@@ -154,6 +154,15 @@ def test_generate_samples_reconstructs_the_original_as_typed(tmp_path):
     expect = np.mean(np.square(EXPECTED["G_recon"].astype(np.float64) - EXPECTED["recon_x"]))
     assert f"train_mse {expect:.5f}" in out.stdout
     assert os.listdir(tmp_path / "out") == ["reconstruct-train.png"]
+    # pairs original | reconstruction, 4 per row: 1 px of dark grey inside a pair, 4 px of mid-grey between
+    from PIL import Image
+    grid = np.asarray(Image.open(tmp_path / "out" / "reconstruct-train.png"))
+    h, w = EXPECTED["recon_x"].shape[1:3]
+    assert grid.shape[:2] == (4 * h + 3 * 4, 4 * (2 * w + 1) + 3 * 4)
+    quantise = lambda x: np.clip(np.rint(x * 127.5 + 127.5), 0, 255).reshape(h, w)  # noqa: E731
+    assert np.abs(grid[:h, :w] - quantise(EXPECTED["recon_x"][0])).max() <= 1
+    assert np.abs(grid[:h, w + 1:2 * w + 1] - quantise(EXPECTED["G_recon"][0])).max() <= 1
+    assert (grid[:h, w] == 64).all() and (grid[:h, 2 * w + 1:2 * w + 5] == 128).all()
 
 
 def test_generate_and_interpolate_modes_on_the_original(snap, tmp_path):

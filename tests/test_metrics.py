@@ -57,6 +57,37 @@ def test_fid_singular_covariances_stay_finite():
     assert np.isfinite(value) and isinstance(value, float)
 
 
+def _relu_features(rng, n, d, shift):
+    """Post-ReLU features with a decaying spectrum, like a network's pooled features: ill-conditioned,
+    and singular (rank < d) when n <= d."""
+    mixing = rng.randn(d, d) * np.exp(-np.arange(d) / 8.0)
+    return np.maximum((rng.randn(n, d) + shift) @ mixing.T, 0.0)
+
+
+@pytest.mark.parametrize("n1, n2, d", [(400, 500, 64), (40, 50, 64), (10, 300, 96), (150, 120, 128)])
+def test_fid_eigh_agrees_with_the_sqrtm_reference(n1, n2, d):
+    """The eigenvalue trace against TTUR / pytorch-fid's scipy.linalg.sqrtm formula (with its eps retry),
+    also on rank-deficient covariances (fewer samples than dimensions)."""
+    rng = np.random.RandomState(n1 + d)
+    stats = [fid.feature_statistics(_relu_features(rng, n, d, shift)) for n, shift in ((n1, 0.0), (n2, 0.3))]
+    fast = fid.frechet_distance(*stats[0], *stats[1])
+    reference = fid.frechet_distance(*stats[0], *stats[1], method="sqrtm")
+    assert fast == pytest.approx(reference, rel=1e-6)
+    sigma1, sigma2 = stats[0][1], stats[1][1]
+    assert fid.trace_sqrt_product(sigma1, sigma2) == pytest.approx(
+        np.trace(scipy.linalg.sqrtm(sigma1 @ sigma2).real), rel=1e-6)
+
+
+def test_fid_eigh_agrees_on_random_positive_definite_covariances():
+    rng = np.random.RandomState(5)
+    for d in (2, 17, 64):
+        a, b = rng.randn(d, d), rng.randn(d, 2 * d)
+        sigma1, sigma2 = a @ a.T + 0.1 * np.eye(d), b @ b.T / (2 * d)
+        mu1, mu2 = rng.randn(d), rng.randn(d)
+        assert fid.frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(
+            fid.frechet_distance(mu1, sigma1, mu2, sigma2, method="sqrtm"), rel=1e-6)
+
+
 def _brute_kid(real, fake, subsets, m, seed):
     """Unbiased MMD^2 with k(x, y) = (x.y/d + 1)^3 from explicit double loops over index pairs."""
     rng = np.random.RandomState(seed)

@@ -297,3 +297,20 @@ def test_runner_scores_dgflow_refined_samples(env):
     latents = np.asarray(LatentSampler(snap).draw(32, 1000))
     saved, logits = refine.refine_snapshot(snap, latents, eta=0.5, gamma=0.0, steps=3, save_every=3, seed=1000)
     assert np.mean(logits[3]) > np.mean(logits[0])  # the flow climbs the discriminator's logit
+
+
+def test_cli_progress_in_a_redirected_log_is_plain_lines(env):
+    """Typed in the folder holding the files, stderr a file (not a terminal): progress as whole lines, no `\\r`
+    redraws, ending at 100%."""
+    root = str(env["root"])
+    with open(os.path.join(root, "progress.log"), "w+") as log:
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "run_metrics.py"), "--snapshot=run/network-final.h5",
+                            "--dataset=digits8", "--metrics=fid32", "--feature_net=digits_features.keras",
+                            "--cache_dir=progress-cache", "--batch_size=8"], cwd=root, stdout=subprocess.PIPE,
+                           stderr=log, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+        log.seek(0)
+        err = log.read()
+    assert r.returncode == 0, err[-2000:]
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("fakes (seed")]
+    assert lines and lines[-1].startswith("fakes (seed 1000): 100% (32/32 img,"), err[-2000:]

@@ -47,7 +47,7 @@ flags.DEFINE_integer("batch_size", 32, "Generation batch size.")
 # grids
 flags.DEFINE_integer("rows", None, "Grid rows (default: square-ish).")
 flags.DEFINE_integer("cols", None, "Grid columns (default: square-ish).")
-flags.DEFINE_integer("padding", 0, "Pixels between grid cells.")
+flags.DEFINE_integer("padding", 2, "Pixels of mid-grey between grid cells (2, as the training grids).")
 # multiscale / video
 flags.DEFINE_list("scales", None, "Scale indices for multiscale / a multi-scale video, 0 = 4x4 (default "
                   "all for multiscale; unset = top output only for video).")
@@ -215,7 +215,7 @@ def _generate(source, resize):
                                       FLAGS.padding)
     if mode == "multiscale":
         return modes.save_multiscale(snap, FLAGS.out_dir, seeds, gen_kw, FLAGS.scales, FLAGS.num_cols,
-                                     FLAGS.padding or 2)
+                                     FLAGS.padding)
     if mode == "video":
         name = FLAGS.video_file or "latent_walk.mp4"
         path = name if os.path.isabs(name) else os.path.join(FLAGS.out_dir, name)

@@ -3,7 +3,8 @@
 
 - `create_mnist_edge`: the MNIST train set split in halves; the first half as is, the second as edge
   images (3x3 grey dilation minus the image, as SCoGAN's mnist2edge). 32x32 (ProGAN-style zero padding).
-- `create_digits_edge`: the same on scikit-learn's bundled 8x8 digits (the offline demo and tests).
+- `create_digits_edge`: the same on scikit-learn's bundled 8x8 digits, bicubic-upsampled to --resolution
+  (the offline demo and tests).
 - `create_celeba_pairs` (`create_celeba --attribute NAME`): aligned CelebA split by one attribute of
   list_attr_celeba.txt (1 -> A, -1 -> B), central 70% crop resized to --resolution (SCoGAN's crop);
   labels: all 40 attribute flags in {0, 1} (what the classifier trains on).
@@ -72,8 +73,20 @@ def create_mnist_edge(tfrecord_dir, mnist_dir, shuffle=True, overwrite=False):
                        dict(source=os.path.abspath(mnist_dir), shuffled=bool(shuffle)))
 
 
+def smooth_digits(resolution):
+    """scikit-learn's 8x8 digits bicubic-upsampled (MNIST-like soft strokes: the edges of nearest-upsampled
+    blocks are 1 px lattice lines, "mazes" that no digits-size generator learns). NCHW uint8, labels."""
+    import PIL.Image
+    images, labels = tool.digits_arrays(8)
+    if resolution != 8:
+        images = np.stack([np.asarray(PIL.Image.fromarray(image[0]).resize((resolution, resolution),
+                                                                            PIL.Image.BICUBIC))
+                           for image in images])[:, np.newaxis]
+    return images, labels
+
+
 def create_digits_edge(tfrecord_dir, resolution=16, shuffle=True, overwrite=False):
-    images, labels = tool.digits_arrays(resolution)
+    images, labels = smooth_digits(resolution)
     (ia, la), (ib, lb) = _halves(images, tool.one_hot(labels, 10), shuffle)
     return _write_pair(tfrecord_dir, [(ia, la), (edges(ib), lb)], "create_digits_edge", overwrite,
                        dict(source="sklearn.datasets.load_digits", shuffled=bool(shuffle)), keep_identical=True)

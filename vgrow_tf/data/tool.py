@@ -14,8 +14,8 @@ import pickle
 import tarfile
 
 import numpy as np
-from tqdm import tqdm
 
+from vgrow_tf import progress
 from vgrow_tf.data import images as image_lib
 from vgrow_tf.data import writer as writer_lib
 from vgrow_tf.errors import UserError
@@ -76,7 +76,7 @@ def write_dataset(tfrecord_dir, images, count, labels=None, overwrite=False, met
 def progress_bar(**kwargs):
     """A tqdm bar on a terminal only (captured output gets the summary lines), erased on an error so
     the error line stands alone."""
-    bar = tqdm(disable=None, mininterval=1.0, **kwargs)
+    bar = progress.progress_bar(when_piped="quiet", mininterval=1.0, **kwargs)
     try:
         yield bar
     except BaseException:
@@ -463,10 +463,11 @@ def extract(tfrecord_dir, output_dir, resolution=None):
     dataset_info = reader.inspect_dataset(tfrecord_dir)
     os.makedirs(output_dir, exist_ok=True)
     count = 0
-    for count, chw in enumerate(tqdm(reader.iterate_uint8(dataset_info, resolution), total=dataset_info.num_images,
-                                     desc="Extracting", unit="img", mininterval=1.0, disable=None), 1):
-        array = chw[0] if chw.shape[0] == 1 else chw.transpose(1, 2, 0)
-        PIL.Image.fromarray(array).save(os.path.join(output_dir, f"img{count - 1:08d}.png"))
+    with progress_bar(total=dataset_info.num_images, desc="Extracting", unit="img") as bar:
+        for count, chw in enumerate(reader.iterate_uint8(dataset_info, resolution), 1):
+            array = chw[0] if chw.shape[0] == 1 else chw.transpose(1, 2, 0)
+            PIL.Image.fromarray(array).save(os.path.join(output_dir, f"img{count - 1:08d}.png"))
+            bar.update()
     print(f"Extracted {count} images to {output_dir}.")
     return count
 

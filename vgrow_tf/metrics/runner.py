@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from vgrow_tf import progress
 from vgrow_tf.errors import UserError
 from vgrow_tf.metrics import features as features_lib
 from vgrow_tf.metrics import fid as fid_lib
@@ -35,9 +36,7 @@ _REAL_MEMO = {}   # (dataset fingerprint, net, count, mirror) -> features, for r
 
 
 def _tqdm(total, desc, enabled):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, file=sys.stderr, leave=False,
-                dynamic_ncols=True)
+    return progress.progress_bar(total=total, desc=desc, unit="img", enabled=enabled, leave=False)
 
 
 def snapshot_label(path):

@@ -29,6 +29,7 @@ import tensorflow as tf
 from vgrow_tf import data as data_lib
 from vgrow_tf import losses
 from vgrow_tf.errors import UserError
+from vgrow_tf.sampling.images import interleave
 from vgrow_tf.training.options import Option
 from vgrow_tf.training.steps import host_stats, make_adam, reduce_sum
 
@@ -485,7 +486,7 @@ class Trainer:
         full-covariance Gaussian fitted to the current latents."""
         half = max(1, min(count // 2, len(self.grid_images)))
         recon = generate(self.networks(), self.config(), self.latents[:half].numpy())
-        pairs = np.stack([self.grid_images[:half], recon], axis=1).reshape((2 * half,) + recon.shape[1:])
+        pairs = interleave(self.grid_images[:half], recon)
         draw = latent_sampler(self.config(), self.snapshot_arrays())
         fakes = generate(self.networks(), self.config(), draw(count, self.fake_seed))
         return {"reconstructions": pairs, "fakes": fakes}

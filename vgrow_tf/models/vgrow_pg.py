@@ -295,6 +295,11 @@ class Trainer:
         self.after_restore(num_img)
         return num_img
 
+    def schedule_segments(self, total_nimg):
+        """The levels still to grow through, for the ETA (see training/eta.py)."""
+        return schedule.level_segments(total_nimg, self.resolution, self.options.init_resolution,
+                                       self.options.dur_nimg)
+
     def config(self):
         return dict(self.arch, lod=float(self.cur_lod))
 

@@ -216,31 +216,31 @@ def export_hdf5(snap, path, dataset_path=None, extra=None):
 
 # --- files (what generate_samples.py --mode reconstruct|generate|interpolate writes) -----------------
 
-def _pairs_grid(images, recon):
-    """Alternating real, reconstruction along each row."""
-    return np.stack([images, recon], axis=1).reshape((2 * len(images),) + images.shape[1:])
+PAIRS_PER_ROW = 4
+
+
+def _save_pairs(path, images, recon):
+    """Pairs `original | reconstruction` (1 px of dark grey inside a pair, 4 px of mid-grey between pairs),
+    PAIRS_PER_ROW pairs per row."""
+    from vgrow_tf.sampling.images import pair_grid, save_image
+    return save_image(path, pair_grid(images, recon, PAIRS_PER_ROW))
 
 
 def save_reconstructions(snap, out_dir, dataset_path=None, count=32, heldout_count=32, steps=300, seed=0,
                          bn_mode="moving"):
-    """Writes reconstruct-train.png (training images beside G(z_i)) and, when the snapshot held images
-    out (or `heldout_count` is 0, skipped), reconstruct-heldout.png with latents fitted with G frozen.
-    Returns dict(train_mse, heldout_mse, random_mse, paths); errors are means over the images shown."""
-    from vgrow_tf.sampling.images import save_grid
+    """Writes reconstruct-train.png (each training image, left, beside G(z_i), right) and, when the snapshot
+    held images out (or `heldout_count` is 0, skipped), reconstruct-heldout.png with latents fitted with G
+    frozen. Returns dict(train_mse, heldout_mse, random_mse, paths); errors are means over the images shown."""
     os.makedirs(out_dir, exist_ok=True)
-    cols = 8
     result = {"paths": []}
     rec = reconstruct_training(snap, dataset_path, count=count, bn_mode=bn_mode)
-    path = os.path.join(out_dir, "reconstruct-train.png")
-    save_grid(path, _pairs_grid(rec["images"], rec["reconstructions"]), -(-2 * len(rec["images"]) // cols), cols)
-    result["paths"].append(path)
+    result["paths"].append(_save_pairs(os.path.join(out_dir, "reconstruct-train.png"), rec["images"],
+                                       rec["reconstructions"]))
     result["train_mse"] = float(rec["mse"].mean())
     if heldout_count and snap.config.get("holdout", 0):
         held = reconstruct_heldout(snap, dataset_path=dataset_path, count=heldout_count, steps=steps, seed=seed)
-        path = os.path.join(out_dir, "reconstruct-heldout.png")
-        save_grid(path, _pairs_grid(held["images"], held["reconstructions"]),
-                  -(-2 * len(held["images"]) // cols), cols)
-        result["paths"].append(path)
+        result["paths"].append(_save_pairs(os.path.join(out_dir, "reconstruct-heldout.png"), held["images"],
+                                           held["reconstructions"]))
         result["heldout_mse"] = held["mean_mse"]
         result["random_mse"] = float(held["mse_random"].mean())
     return result

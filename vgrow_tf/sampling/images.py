@@ -4,6 +4,8 @@ import os
 import numpy as np
 from PIL import Image
 
+GRID_GAP, GRID_GAP_VALUE = 2, 0.0  # 2 px of mid-grey between grid cells, visible on dark and light images
+
 
 def to_uint8(images):
     """[-1, 1] floats -> uint8 as StyleGAN does: rint(x * 127.5 + 127.5), clipped."""
@@ -46,11 +48,26 @@ def save_image(path, image):
     return path
 
 
-def save_grid(path, images, rows, cols, padding=0, gap_value=-1.0):
+def save_grid(path, images, rows, cols, padding=0, gap_value=GRID_GAP_VALUE):
     """Quantises [-1, 1] NHWC images and saves them as a rows x cols grid; `padding` px of
     `gap_value` (in [-1, 1]) between cells."""
     gap = int(to_uint8(gap_value))
     return save_image(path, make_grid(to_uint8(images), rows, cols, padding, pad_value=gap))
+
+
+def interleave(*image_lists):
+    """a_0, b_0, a_1, b_1, ...: in a grid with an even number of columns each pair sits side by side."""
+    count = min(len(images) for images in image_lists)
+    return np.stack([np.asarray(images)[:count] for images in image_lists], axis=1).reshape(
+        (len(image_lists) * count,) + np.asarray(image_lists[0]).shape[1:])
+
+
+def pair_grid(left, right, pairs_per_row, pair_gap=4, inner_gap=1):
+    """[-1, 1] images `left[i] | right[i]` as pairs in a grid, row-major: `inner_gap` px of dark grey inside
+    a pair, `pair_gap` px of mid-grey between pairs, so each pair reads as one tile. Returns uint8 HWC."""
+    pairs = side_by_side([left, right], inner_gap, gap_value=-0.5)
+    rows = -(-len(pairs) // pairs_per_row)
+    return make_grid(to_uint8(pairs), rows, pairs_per_row, pair_gap, pad_value=int(to_uint8(GRID_GAP_VALUE)))
 
 
 def side_by_side(image_lists, gap=0, gap_value=-1.0):

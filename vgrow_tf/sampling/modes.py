@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from vgrow_tf import progress
 from vgrow_tf.errors import UserError
 from vgrow_tf.sampling import direction as direction_lib
 from vgrow_tf.sampling import latents as latents_lib
@@ -225,8 +226,7 @@ def save_video(snap, path, num_points=12, transition_points=60, smoothing=1.0, s
     else:
         def render(z):
             return snap.generate(z, **gen_kw)
-    from tqdm import tqdm
-    with tqdm(total=len(walk), desc="Rendering", unit="frame", mininterval=0.5) as bar:
+    with progress.progress_bar(total=len(walk), desc="Rendering", unit="frame", mininterval=0.5) as bar:
         frames = video_lib.render_walk(path, walk, render, fps=fps, batch_size=batch_size, resize=resize,
                                        progress=lambda done, total: bar.update(done - bar.n))
     print(f"wrote {frames} frames ({frames / fps:.1f} s at {fps:g} fps) to {path}")

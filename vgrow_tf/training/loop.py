@@ -18,6 +18,7 @@ from vgrow_tf import models, snapshot
 from vgrow_tf import data as data_lib
 from vgrow_tf.errors import Interrupted, UserError
 from vgrow_tf.sampling import images as image_io
+from vgrow_tf.training import eta as eta_lib
 from vgrow_tf.training import options as options_lib
 from vgrow_tf.training import run_dir as run_dir_lib
 from vgrow_tf.training.steps import xla_pays
@@ -87,7 +88,7 @@ def checkpointable(item):
     return item
 
 
-GRID_GAP, GRID_GAP_VALUE = 2, 0.0  # 2 px of mid-grey between grid cells, visible on dark and light images
+GRID_GAP, GRID_GAP_VALUE = image_io.GRID_GAP, image_io.GRID_GAP_VALUE
 
 
 def _next_multiple(nimg, every_nimg):
@@ -242,16 +243,24 @@ class TrainingSession:
         return bool(grids)
 
     def save_reals(self):
-        """`reals.png`: training images in the layout of the fakes grids, to compare them with."""
-        if not getattr(self.trainer, "dataset_path", None):
+        """`reals.png`: training images in the layout of the fakes grids, to compare them with (two-domain
+        models: A and B images alternating, as their fakes show G1(z) | G2(z))."""
+        paths = [p for p in (getattr(self.trainer, "dataset_path", None),
+                             getattr(self.trainer, "dataset_b_path", None)) if p]
+        if not paths:
             return
         rows, cols = self.options.num_row, self.options.num_line
         resolution = getattr(self.trainer, "resolution", None)
-        dataset = data_lib.load_dataset(self.trainer.dataset_path, rows * cols, resolution=resolution,
-                                        shuffle=False, repeat=True)
-        for batch in dataset.take(1):  # iterated to its end, so no reader thread outlives this
-            image_io.save_grid(os.path.join(self.run_dir, "reals.png"), batch["image"].numpy(), rows, cols,
-                               GRID_GAP, GRID_GAP_VALUE)
+        count = -(-rows * cols // len(paths))
+        domains = []
+        for path in paths:
+            dataset = data_lib.load_dataset(path, count, resolution=resolution, shuffle=False, repeat=True)
+            for batch in dataset.take(1):  # iterated to its end, so no reader thread outlives this
+                domains.append(batch["image"].numpy())
+        channels = max(images.shape[-1] for images in domains)
+        domains = [np.repeat(images, channels // images.shape[-1], axis=-1) for images in domains]
+        image_io.save_grid(os.path.join(self.run_dir, "reals.png"), image_io.interleave(*domains), rows, cols,
+                           GRID_GAP, GRID_GAP_VALUE)
 
     def run_metrics(self, snapshot_path, cur_nimg):
         if not (self.chief and self.options.metrics and snapshot_path):
@@ -271,14 +280,16 @@ class TrainingSession:
         next_tick = _next_multiple(cur_nimg, tick_nimg)
         next_snapshot = _next_multiple(cur_nimg, snapshot_nimg)
         tick_stats = collections.defaultdict(list)
-        clock = TickClock(cur_nimg, total_nimg, float(self.progress.elapsed_sec.numpy()))
+        segments = self.trainer.schedule_segments(total_nimg) if hasattr(self.trainer, "schedule_segments") \
+            else None
+        clock = TickClock(cur_nimg, total_nimg, float(self.progress.elapsed_sec.numpy()), segments)
         consecutive_nonfinite, last_good_ckpt = 0, self.manager.latest_checkpoint
         snapshot_path = None
         if cur_nimg == 0 and self.save_grids(0):
             self.save_reals()
         while cur_nimg < total_nimg:
             stats = self.trainer.train_iteration(cur_nimg)
-            cur_nimg += int(stats.pop("nimg"))
+            iteration_start, cur_nimg = cur_nimg, cur_nimg + int(stats.pop("nimg"))
             if stats.pop("nonfinite", False):
                 consecutive_nonfinite += 1
                 self.progress.nonfinite_total.assign_add(1)
@@ -303,7 +314,7 @@ class TrainingSession:
                 self.progress.cur_nimg.assign(cur_nimg)  # per tick, not per iteration (~70 us each)
                 # ticks are numbered by the boundaries crossed; a last, partial one gets the next number
                 number = cur_nimg // tick_nimg + (0 if cur_nimg >= next_tick else 1)
-                self.tick(cur_nimg, number, tick_stats, clock)
+                self.tick(cur_nimg, number, tick_stats, clock, iteration_start)
                 next_tick = _next_multiple(cur_nimg, tick_nimg)
                 if cur_nimg >= next_snapshot or done:
                     name = "network-final.h5" if done else f"network-snapshot-{cur_nimg // 1000:06d}.h5"
@@ -317,14 +328,14 @@ class TrainingSession:
         self.writer.flush()
         return snapshot_path or os.path.join(self.run_dir, "network-final.h5")
 
-    def tick(self, cur_nimg, number, tick_stats, clock):
-        timing = clock.end_tick(cur_nimg)
+    def tick(self, cur_nimg, number, tick_stats, clock, last_iteration_nimg=None):
+        timing = clock.end_tick(cur_nimg, last_iteration_nimg)
         means = {k: float(np.mean(v)) for k, v in tick_stats.items() if v}
         scalars = dict(self.trainer.progress_scalars(cur_nimg))
         line = [f"tick {number:<5d}", f"kimg {cur_nimg / 1000:9.1f}"]
         line += [f"{k} {v:g}" for k, v in scalars.items()]
         line += [f"time {format_time(timing['elapsed'])}", f"sec/tick {timing['sec_per_tick']:.1f}",
-                 f"sec/kimg {timing['sec_per_kimg']:.2f}", f"ETA {format_time(timing['eta'])}"]
+                 f"sec/kimg {timing['sec_per_kimg']:.2f}", f"ETA {format_eta(timing['eta'])}"]
         line += [f"{k} {v:.1f}GiB" for k, v in memory_gib().items()]
         line += [f"{k} {v:8.4f}" for k, v in means.items()]
         line += [f"nonfinite {int(self.progress.nonfinite_total.numpy())}"]
@@ -354,6 +365,11 @@ def format_time(seconds):
     return f"{s // 86400}d {s // 3600 % 24:02d}h"
 
 
+def format_eta(seconds):
+    """None (no tick of this process measured yet): says so rather than extrapolating start-up time."""
+    return "measuring" if seconds is None else format_time(seconds)
+
+
 _GPUS = None
 
 
@@ -377,30 +393,27 @@ def memory_gib():
 class TickClock:
     """Wall time of the run (earlier processes of a resumed run included), of the tick, and the ETA.
 
-    The ETA uses the speed since the end of this process's first tick, which includes tracing and
-    compilation and would make the estimate far too long.
+    The ETA adds up the schedule still to run (`trainer.schedule_segments`, e.g. VGrow-PG's growing
+    resolutions) at each level's sec/kimg measured in this process (training/eta.py); it is None until
+    a tick after the process's first (which is mostly tracing) has been timed.
     """
 
-    def __init__(self, cur_nimg, total_nimg, elapsed_before):
+    def __init__(self, cur_nimg, total_nimg, elapsed_before, segments=None):
         self.total_nimg, self.elapsed_before = total_nimg, elapsed_before
+        self.segments = segments or eta_lib.single_level(total_nimg)
+        self.levels = eta_lib.LevelTimer(self.segments)
         self.process_start = time.time()
         self.tick_start, self.tick_start_nimg = self.process_start, cur_nimg
-        self.rate_start = None  # (time, nimg) at the end of the first tick
 
     def elapsed(self):
         return self.elapsed_before + time.time() - self.process_start
 
-    def end_tick(self, cur_nimg):
-        now = time.time()
-        sec_per_tick = now - self.tick_start
+    def end_tick(self, cur_nimg, last_iteration_nimg=None):
+        sec_per_tick = time.time() - self.tick_start
         sec_per_kimg = sec_per_tick / max(cur_nimg - self.tick_start_nimg, 1) * 1000
-        rate = sec_per_kimg
-        if self.rate_start and cur_nimg > self.rate_start[1]:
-            rate = (now - self.rate_start[0]) / (cur_nimg - self.rate_start[1]) * 1000
-        if self.rate_start is None:
-            self.rate_start = (now, cur_nimg)
-        return dict(elapsed=self.elapsed(), sec_per_tick=sec_per_tick, sec_per_kimg=sec_per_kimg,
-                    eta=max(self.total_nimg - cur_nimg, 0) / 1000 * rate)
+        self.levels.add_tick(self.tick_start_nimg, cur_nimg, sec_per_tick, last_iteration_nimg)
+        eta = eta_lib.estimate_eta(cur_nimg, self.total_nimg, self.segments, self.levels.rates())
+        return dict(elapsed=self.elapsed(), sec_per_tick=sec_per_tick, sec_per_kimg=sec_per_kimg, eta=eta)
 
     def start_tick(self, cur_nimg):
         self.tick_start, self.tick_start_nimg = time.time(), cur_nimg

@@ -171,11 +171,15 @@ def adopt_architecture(options, source_name, config, option_of_config=None):
     taken, contradictions = {}, []
     for key, value in sorted(config.items()):
         name = option_of_config.get(key, key)
-        if name == "model" or not hasattr(options, name) or isinstance(value, (dict, list)):
+        if name == "model" or not hasattr(options, name) or isinstance(value, dict):
             continue
+        if isinstance(value, (list, tuple)):  # list-valued options are typed as "1,2,1" (or "none")
+            if any(isinstance(v, (list, tuple, dict)) for v in value):
+                continue
+            value = ",".join(str(v) for v in value) or "none"
         current = getattr(options, name)
         if name in explicit and current not in (None, "auto"):
-            if current != value:
+            if _typed(current) != value:
                 contradictions.append(f"--{name}={current} (the model has {name}={value})")
             continue
         if current != value:
@@ -185,6 +189,15 @@ def adopt_architecture(options, source_name, config, option_of_config=None):
         raise UserError(f"--resume_from {source_name} was trained with another architecture than "
                         f"{'; '.join(contradictions)}; drop these flags to take the model's")
     return taken
+
+
+def _typed(value):
+    """A list-valued option as adopt_architecture compares it: "1, 2,1" and [1, 2, 1] are both "1,2,1"."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or "none"
+    if isinstance(value, str) and "," in value:
+        return ",".join(part.strip() for part in value.split(","))
+    return value
 
 
 def make_options(model="vgrow_pg", **overrides):

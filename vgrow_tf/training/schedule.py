@@ -25,3 +25,17 @@ def working_level(lod, resolution):
 def phase_key(lod):
     """Changes exactly when VGrow resets its optimisers: at every fade start and stabilise start."""
     return (math.floor(lod), math.ceil(lod))
+
+
+def level_segments(total_nimg, resolution, init_resolution=4, dur_nimg=600_000):
+    """The working levels of `lod_at` as ETA segments [(start, end, level, pixels per image)]: the first
+    level until dur_nimg, then each next level from its fade start to the next fade start."""
+    first, last = int(round(math.log2(init_resolution))), int(round(math.log2(resolution)))
+    segments, start = [], 0
+    for level in range(first, last + 1):
+        end = total_nimg if level == last else (2 * (level - first) + 1) * dur_nimg
+        end = min(end, total_nimg)
+        if end > start:
+            segments.append((start, end, level, float(4 ** level)))
+        start = end
+    return segments
