@@ -179,11 +179,11 @@ SCRIPT = textwrap.dedent("""
             assert rel < 0.05, (key, f[key], m[key])  # bfloat16 has ~3 significant digits
         assert not m["nonfinite"]
 
-    # a whole run under the CPU's mixed policy writes a float32 snapshot
+    # a whole run (4 px, a fade to 8 px, 8 px) under the CPU's mixed policy writes a float32 snapshot
     from vgrow_tf.training import precision
     precision.cpu_flags = lambda: {"avx512_bf16"}
     loop.train(make_options("vgrow_pg", dataset=data, run_dir=run_dir, fmaps=8, z_dim=16, batch_size=16,
-                            total_kimg=0.064, tick_kimg=0.032, mixed_precision=True))
+                            dur_nimg=32, total_kimg=0.096, tick_kimg=0.032, mixed_precision=True))  # with a fade
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
     with h5py.File(run_dir + "/network-final.h5") as f:
         dtypes = set()

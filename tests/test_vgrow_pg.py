@@ -131,3 +131,24 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(digits8, tmp_pat
     for name in ("G", "D", "Gs"):
         for wa, wb in zip(a[name].weights, b[name].weights):
             np.testing.assert_array_equal(wa.numpy(), wb.numpy(), err_msg=f"{name}/{wa.path}")
+
+
+def test_several_iterations_per_call_keep_weights_ticks_and_checkpoints(digits8, tmp_path, monkeypatch):
+    """Calls of 4 iterations cut at ticks (every 5 iterations here) and phase changes, so the weights,
+    the tick lines' image counts and the checkpoints equal one iteration per call, to the bit."""
+    calls = []
+    original = vgrow_pg.Trainer.train_iterations
+    monkeypatch.setattr(vgrow_pg.Trainer, "train_iterations",
+                        lambda self, *a: calls.append(len(out := original(self, *a))) or out)
+    runs = {}
+    for per_call in (1, 4):
+        run_dir = tmp_path / f"per_call{per_call}"
+        _run(digits8, run_dir, total_kimg=0.256, tick_kimg=0.04, deterministic=True, iterations_per_call=per_call)
+        ticks = [line.split()[3] for line in open(run_dir / "log.txt") if line.startswith("tick")]
+        runs[per_call] = ticks, sorted(os.listdir(run_dir / "checkpoints")), \
+            snapshot.load(str(run_dir / "network-final.h5")).networks
+    assert set(calls[:32]) == {1} and 4 in calls[32:] and sum(calls[32:]) == 32  # 32 iterations each
+    assert runs[1][0] == runs[4][0] and runs[1][1] == runs[4][1]
+    for name in ("G", "D", "Gs"):
+        for a, b in zip(runs[1][2][name].weights, runs[4][2][name].weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f"{name}/{a.path}")

@@ -58,7 +58,13 @@ OPTIONS = [
            "enum", ["independent", "copy"]),
     Option("shuffle_data", False, "Reshuffle the data each epoch (the original reads sequentially).",
            "bool"),
+    Option("iterations_per_call", 4, "Outer iterations per compiled call at working resolutions up to "
+           f"{2 ** 3} px, where an iteration is short and host round trips matter (1: one per call). "
+           "The trained weights are the same.", "integer"),
 ]
+# Working levels (log2 px) up to which `iterations_per_call` applies: from 16 px on an iteration is
+# >= 95 % maths (benchmarks/README.md), and each extra unrolled copy only lengthens tracing.
+MULTI_ITERATION_MAX_LEVEL = 3
 
 
 def lerp(a, b, t):
@@ -109,7 +115,7 @@ class Generator(keras.Model):
         images = self.to_rgb[level - 2](x)
         if level > 2:
             old = layers.upscale2d(self.to_rgb[level - 3](previous), 2)
-            images = lerp(images, old, alpha)
+            images = lerp(images, old, tf.cast(alpha, images.dtype))  # toRGB is float32, alpha not
         return tf.cast(_nearest_to(images, self.resolution), tf.float32)
 
 
@@ -144,7 +150,7 @@ class Discriminator(keras.Model):
         if level > 2:
             x = self._block(level, x)
             old = layers.lrelu(self.from_rgb[level - 3](layers.downscale2d(images, 2)))
-            x = lerp(x, old, alpha)
+            x = lerp(x, old, tf.cast(alpha, x.dtype))
         for r in range(level - 1, 2, -1):
             x = self._block(r, x)
         x = self.mbstd(x)
@@ -424,14 +430,18 @@ class Trainer:
         body = tf.function(update, jit_compile=True, autograph=False) if fused else update
 
         def iteration(iterator, alpha, ema_beta):
-            self.trace_counts[level] = self.trace_counts.get(level, 0) + 1  # runs only while tracing
             z = self.rng.normal([pool, self.arch["z_dim"]])
             pool_keys = self.rng.uniform([d_steps, pool])
             gp_u = self.rng.uniform([d_steps, batch, 1, 1, 1])
             reals = [next(iterator)["image"] for _ in range(d_steps)]
             return body(reals, z, pool_keys, gp_u, alpha, ema_beta)
 
-        return tf.function(iteration, autograph=False)  # plain Python control flow: nothing to convert
+        def iterations(iterator, alphas, ema_beta):
+            """len(alphas) outer iterations in one call, in the order one-per-call runs them: the same
+            RNG draws, batches and updates, so the weights are bit-identical; one stats row each."""
+            return tf.stack([iteration(iterator, alphas[i], ema_beta) for i in range(alphas.shape[0])])
+
+        return tf.function(iterations, autograph=False)  # plain Python control flow: nothing to convert
 
     def _enter_phase(self, lod):
         """Resets both optimizers at every fade start and stabilise start (spec §7.8)."""
@@ -445,18 +455,40 @@ class Trainer:
             self._phase_key = key
 
     def train_iteration(self, cur_nimg):
+        return self.train_iterations(cur_nimg, cur_nimg + 1)[0]
+
+    def _iterations_ahead(self, cur_nimg, until_nimg, nimg_per_iteration, level):
+        """How many iterations to run in one call from cur_nimg: iterations_per_call where all of them
+        start before `until_nimg` (the loop's next tick, snapshot or end) and in this phase, else one."""
+        count = max(int(self.options.iterations_per_call), 1) if level <= MULTI_ITERATION_MAX_LEVEL else 1
+        if count == 1:
+            return 1
+        starts = [cur_nimg + i * nimg_per_iteration for i in range(count)]
+        key = schedule.phase_key(self._lod(cur_nimg))
+        same_phase = all(schedule.phase_key(self._lod(n)) == key for n in starts)
+        return count if same_phase and starts[-1] < until_nimg else 1
+
+    def train_iterations(self, cur_nimg, until_nimg):
+        """Runs one or several outer iterations from cur_nimg, stopping where the loop must act (a
+        phase change, `until_nimg`); returns their stats, one dict per iteration, with one host sync."""
         lod = self._lod(cur_nimg)
         self._enter_phase(lod)
-        self.cur_lod = lod
-        level, alpha = schedule.working_level(lod, self.resolution)
+        level, _ = schedule.working_level(lod, self.resolution)
+        nimg = self.options.T * self.options.U * self.batch_size(level)
+        count = self._iterations_ahead(cur_nimg, until_nimg, nimg, level)
+        lods = [self._lod(cur_nimg + i * nimg) for i in range(count)]
+        self.cur_lod = lods[-1]
+        alphas = [schedule.working_level(x, self.resolution)[1] for x in lods]
         new_level = level not in self._steps
         if new_level:  # the working level only grows: the lower levels' steps and data are done with
             self._steps = {level: self._make_step(level)}
             self._iterators = {k: v for k, v in self._iterators.items() if k == level}
-        values = self._steps[level](self._iterator(level), tf.constant(alpha, tf.float32),
-                                    self._ema_beta).numpy()  # the one host sync per iteration
+        rows = self._steps[level](self._iterator(level), tf.constant(alphas, tf.float32),
+                                  self._ema_beta).numpy()  # the one host sync per call
         if new_level:
             memory.return_freed_memory()  # what tracing and the dropped levels left behind
-        stats, finite = host_stats(dict(zip(self.STAT_NAMES, values)))
-        return dict(stats, nimg=self.options.T * self.options.U * self.batch_size(level),
-                    nonfinite=not finite)
+        out = []
+        for values in rows:
+            stats, finite = host_stats(dict(zip(self.STAT_NAMES, values)))
+            out.append(dict(stats, nimg=nimg, nonfinite=not finite))
+        return out

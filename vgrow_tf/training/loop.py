@@ -279,20 +279,20 @@ class TrainingSession:
         if cur_nimg == 0 and self.save_grids(0):
             self.save_reals()
         while cur_nimg < total_nimg:
-            stats = self.trainer.train_iteration(cur_nimg)
-            cur_nimg += int(stats.pop("nimg"))
-            if stats.pop("nonfinite", False):
-                consecutive_nonfinite += 1
-                self.progress.nonfinite_total.assign_add(1)
-                if consecutive_nonfinite >= opts.max_nonfinite:
-                    raise UserError(
-                        f"{consecutive_nonfinite} consecutive steps had non-finite losses or gradients; "
-                        f"stopping. Last good checkpoint: {last_good_ckpt or 'none'} "
-                        "(lower the learning rate, or resume from it)")
-            else:
-                consecutive_nonfinite = 0
-            for key, value in stats.items():
-                tick_stats[key].append(float(value))
+            for stats in self._iterations(cur_nimg, min(next_tick, next_snapshot, total_nimg)):
+                cur_nimg += int(stats.pop("nimg"))
+                if stats.pop("nonfinite", False):
+                    consecutive_nonfinite += 1
+                    self.progress.nonfinite_total.assign_add(1)
+                    if consecutive_nonfinite >= opts.max_nonfinite:
+                        raise UserError(
+                            f"{consecutive_nonfinite} consecutive steps had non-finite losses or gradients; "
+                            f"stopping. Last good checkpoint: {last_good_ckpt or 'none'} "
+                            "(lower the learning rate, or resume from it)")
+                else:
+                    consecutive_nonfinite = 0
+                for key, value in stats.items():
+                    tick_stats[key].append(float(value))
 
             if stop.signal:  # no tick line: a partial tick's timings would mislead
                 path = self.save_checkpoint(cur_nimg, clock)
@@ -318,6 +318,14 @@ class TrainingSession:
         self.progress.elapsed_sec.assign(clock.elapsed())
         self.writer.flush()
         return snapshot_path or os.path.join(self.run_dir, "network-final.h5")
+
+    def _iterations(self, cur_nimg, until_nimg):
+        """The stats of the next iteration(s). A trainer with `train_iterations` may run several in one
+        call, never past `until_nimg` (the next tick, snapshot or end), so ticks, snapshots, stops and the
+        image count fall where one iteration per call puts them."""
+        if hasattr(self.trainer, "train_iterations"):
+            return self.trainer.train_iterations(cur_nimg, until_nimg)
+        return [self.trainer.train_iteration(cur_nimg)]
 
     def tick(self, cur_nimg, number, tick_stats, clock):
         timing = clock.end_tick(cur_nimg)
