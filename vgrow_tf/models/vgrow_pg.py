@@ -439,6 +439,7 @@ class Trainer:
         def iterations(iterator, alphas, ema_beta):
             """len(alphas) outer iterations in one call, in the order one-per-call runs them: the same
             RNG draws, batches and updates, so the weights are bit-identical; one stats row each."""
+            self.trace_counts[level] = self.trace_counts.get(level, 0) + 1  # runs only while tracing
             return tf.stack([iteration(iterator, alphas[i], ema_beta) for i in range(alphas.shape[0])])
 
         return tf.function(iterations, autograph=False)  # plain Python control flow: nothing to convert
