@@ -15,7 +15,8 @@ under TensorFlow 2 through `tf.compat.v1`; the copy differs from the checkout on
 `import tensorflow as tf` lines (`tensorflow.compat.v1`, v2 behaviour off); `num_features` and
 `batchsize_dict` set to the flagfile's fmaps and batch size (the original hard-codes 256 feature maps and
 its per-resolution batches); one `saver.save` after the training loop (it saves only every 600 kimg); and
-NumPy 2's `frombuffer` standing in for the removed binary `np.fromstring` its reader calls. Its dataset
+NumPy 2's `frombuffer` standing in for the removed binary `np.fromstring` its reader calls, and a reshape
+for `tf.layers.flatten` (tf.compat.v1.layers needs Keras 2). Its dataset
 is our dataset's records rewritten in its layout (`<name>NN.tfrecords`, HWC uint8). Its final checkpoint
 is read with our PGVGrow importer to be scored.
 """
@@ -37,11 +38,14 @@ ORIGINAL_FILES = ("train.py", "networks.py", "utils.py", "data_tool.py")
 NAME = "digits"
 SEED = 1234
 
-# Run in the original's copy: NumPy 2 lacks the binary np.fromstring its tfrecord reader uses.
+# Run in the original's copy: NumPy 2 lacks the binary np.fromstring its tfrecord reader uses, and
+# tf.compat.v1.layers needs Keras 2 (its one use in the original is a plain flatten).
 LAUNCHER = r'''
 import runpy, sys
 import numpy as np
 np.fromstring = lambda data, dtype=float, *a, **k: np.frombuffer(data, dtype).copy()
+import tensorflow.compat.v1 as tf
+tf.layers.flatten = lambda x: tf.reshape(x, [-1, int(np.prod(x.shape.as_list()[1:]))])
 sys.argv = ["train.py"] + sys.argv[1:]
 runpy.run_path("train.py", run_name="__main__")
 '''
