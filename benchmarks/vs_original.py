@@ -45,7 +45,8 @@ import runpy, sys
 import numpy as np
 np.fromstring = lambda data, dtype=float, *a, **k: np.frombuffer(data, dtype).copy()
 import tensorflow.compat.v1 as tf
-tf.layers.flatten = lambda x: tf.reshape(x, [-1, int(np.prod(x.shape.as_list()[1:]))])
+import types
+tf.layers = types.SimpleNamespace(flatten=lambda x: tf.reshape(x, [-1, int(np.prod(x.shape.as_list()[1:]))]))
 sys.argv = ["train.py"] + sys.argv[1:]
 runpy.run_path("train.py", run_name="__main__")
 '''
