@@ -1,6 +1,7 @@
 """Evidence that VGrow-PG learns: each divergence on the bundled digits, scored against held-out digits.
 
     python benchmarks/vgrow_digits.py [--total_kimg 60] [--divergences KL JS Jef LogD] [--work_dir DIR]
+                                      [--seeds 1234 7 42] [--precisions float32 mixed]
 
 The 1797 scikit-learn digits (upsampled to 16x16) are split 1397 / 400. VGrow-PG trains on the first
 part for a fixed image budget per divergence (narrow networks, XLA). The score is a Fréchet distance
@@ -10,6 +11,8 @@ the training images themselves (the floor a perfect model approaches) and indepe
 Gaussian noise with the training set's mean and variance (a model that learned nothing but moments).
 Each trained model is also scored after DGflow refinement of the same latents (KL, eta 0.1, gamma 0.01,
 25 steps, through its own discriminator). Rerunning with the same --work_dir reuses finished runs.
+With several --seeds or --precisions (`mixed`: --mixed_precision) runs are interleaved (per seed, each
+precision in turn), each line gives the run's CPU seconds, and a mean ± std table closes the output.
 """
 import argparse
 import glob
@@ -89,6 +92,8 @@ def main():
     parser.add_argument("--divergences", nargs="+", default=["KL", "JS", "Jef", "LogD"])
     parser.add_argument("--dgflow_steps", type=int, default=25, help="also score DGflow-refined samples (0: off)")
     parser.add_argument("--work_dir")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1234])
+    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=["float32", "mixed"])
     args = parser.parse_args()
     work = args.work_dir or tempfile.mkdtemp(prefix="vgrow_digits_")
     dataset, classifier, score, (train_x, _), (held_x, held_y) = digits_setup(work)
@@ -102,23 +107,28 @@ def main():
     print(json.dumps(dict(classifier_held_out_accuracy=round(held_accuracy, 3))), flush=True)
     for result in results:
         print(json.dumps(result), flush=True)
-    for divergence in args.divergences:
-        run_dir = os.path.join(work, f"run-{divergence}")
+    runs = [(d, seed, p) for d in args.divergences for seed in args.seeds for p in args.precisions]
+    for divergence, seed, precision in runs:
+        tag = "" if (seed, precision) == (1234, "float32") else f"-{precision}-seed{seed}"
+        run_dir = os.path.join(work, f"run-{divergence}{tag}")
         options = make_options("vgrow_pg", dataset=dataset, run_dir=run_dir, divergence=divergence, fmaps=32,
                                z_dim=128, batch_size=32, dur_nimg=int(args.total_kimg * 1000 / 6),
                                total_kimg=args.total_kimg, tick_kimg=10, snapshot_kimg=args.total_kimg,
-                               jit_compile=True, num_row=10, num_line=10, seed=1234)
+                               jit_compile=True, num_row=10, num_line=10, seed=seed,
+                               mixed_precision=precision == "mixed")
         final = os.path.join(run_dir, "network-final.h5")
-        start = time.time()
+        start, cpu_start = time.time(), time.process_time()
         if not os.path.isfile(final):  # reuse a finished run: rerunning only adds the DGflow scores
             loop.train(options)
-        minutes = (time.time() - start) / 60
+        minutes, cpu_s = (time.time() - start) / 60, time.process_time() - cpu_start
+        keras.mixed_precision.set_global_policy("float32")  # score and refine in float32
         snap = snapshot.load(final)
         latents = np.asarray(tf.random.stateless_normal([HELD_OUT, snap.latent_dim], seed=[7, 0]))
         fakes = np.asarray(snap.generate(latents))
         grids = sorted(glob.glob(os.path.join(run_dir, "fakes*.png")))
-        result = dict(name=f"VGrow-PG {divergence}", fd=score(fakes), kimg=args.total_kimg,
-                      train_minutes=round(minutes, 1), last_grid=grids[-1] if grids else None)
+        result = dict(name=f"VGrow-PG {divergence}", seed=seed, precision=precision, fd=score(fakes),
+                      kimg=args.total_kimg, train_minutes=round(minutes, 1), train_cpu_s=round(cpu_s, 1),
+                      last_grid=grids[-1] if grids else None)
         if args.dgflow_steps:
             refined = refine.refined_images(snap, latents, steps=args.dgflow_steps, eta=0.1, gamma=0.01,
                                             divergence="KL", save_every=args.dgflow_steps)
@@ -130,6 +140,21 @@ def main():
     for result in results:
         refined = f"{result['fd_dgflow_kl']:.2f}" if "fd_dgflow_kl" in result else "—"
         print(f"| {result['name']} | {result['fd']:.2f} | {refined} |")
+    print_spread(results[2:])
+
+
+def print_spread(results):
+    """Per divergence and precision: FD mean ± std over seeds (and after DGflow), training CPU s."""
+    print("\n| model | precision | seeds | FD mean ± std | after DGflow | train CPU s (mean) |")
+    print("|---|---|---|---|---|---|")
+    for name in dict.fromkeys(r["name"] for r in results):
+        for precision in dict.fromkeys(r["precision"] for r in results):
+            group = [r for r in results if r["name"] == name and r["precision"] == precision]
+            fd = np.array([r["fd"] for r in group])
+            refined = np.array([r.get("fd_dgflow_kl", np.nan) for r in group])
+            std = lambda a: float(np.std(a, ddof=1)) if len(a) > 1 else 0.0  # noqa: E731
+            print(f"| {name} | {precision} | {len(group)} | {fd.mean():.2f} ± {std(fd):.2f} | "
+                  f"{refined.mean():.2f} ± {std(refined):.2f} | {np.mean([r['train_cpu_s'] for r in group]):.0f} |")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""Keras layers shared by every ProGAN/StyleGAN-style network (equalized learning rate et al.)."""
+"""Keras layers shared by every ProGAN/StyleGAN-style network (equalized learning rate et al.).
+
+Under a mixed policy (bfloat16 or float16 compute, float32 variables) the numerics these methods hang on
+stay float32: equalized-LR weights are scaled in float32 and cast once, and the statistics of pixel and
+instance norm and of minibatch stddev are computed in float32 (only the per-element multiply runs in the
+compute dtype). In float32 every cast here is a no-op, so float32 results are unchanged.
+"""
 import math
 
 import keras
@@ -6,6 +12,10 @@ import numpy as np
 import tensorflow as tf
 
 SQRT2 = math.sqrt(2.0)
+# Layers whose outputs leave a network (toRGB, the logit) compute in float32 under a mixed policy, as
+# StyleGAN2-ADA keeps its last layers in float32: images and logits keep float32 precision for the cost
+# of a 1x1 convolution or a dense layer to one unit. Pass as keyword arguments: `Layer(..., **OUTPUT)`.
+OUTPUT = dict(dtype="float32")
 
 
 def lrelu(x, alpha=0.2):
@@ -38,6 +48,24 @@ def _he_scaling(gain, fan_in, lrmul, use_wscale):
     return lrmul, he_std / lrmul
 
 
+def _equalized_weights(layer, kernel_shape, units, init_std):
+    """(kernel ~ N(0, init_std), zero bias or None), read in float32 even under a mixed policy (`scaled`)."""
+    kernel = layer.add_weight(shape=kernel_shape, name="kernel", autocast=False,
+                              initializer=keras.initializers.RandomNormal(0.0, init_std))
+    bias = layer.add_weight(shape=(units,), name="bias", initializer="zeros", autocast=False) \
+        if layer.use_bias else None
+    return kernel, bias
+
+
+def scaled(weight, scale, dtype):
+    """weight * scale computed in the weight's float32, then cast to the compute dtype (one rounding)."""
+    return tf.cast(weight * scale, dtype)
+
+
+class EqualizedDense(keras.layers.Layer):
+    """Dense layer with equalized learning rate: weights ~ N(0, 1/lrmul), scaled at run time."""
+
+
 class EqualizedDense(keras.layers.Layer):
     """Dense layer with equalized learning rate: weights ~ N(0, 1/lrmul), scaled at run time
     (use_wscale=False: the StyleGAN spelling of a plain He-initialised layer, same weight names)."""
@@ -50,15 +78,12 @@ class EqualizedDense(keras.layers.Layer):
     def build(self, input_shape):
         fan_in = int(np.prod(input_shape[1:]))
         self.scale, init_std = _he_scaling(self.gain, fan_in, self.lrmul, self.use_wscale)
-        self.kernel = self.add_weight(shape=(fan_in, self.units), name="kernel",
-                                      initializer=keras.initializers.RandomNormal(0.0, init_std))
-        self.bias = self.add_weight(shape=(self.units,), name="bias", initializer="zeros") \
-            if self.use_bias else None
+        self.kernel, self.bias = _equalized_weights(self, (fan_in, self.units), self.units, init_std)
 
     def call(self, x):
         x = tf.reshape(x, [tf.shape(x)[0], self.kernel.shape[0]])
-        y = tf.matmul(x, self.kernel * self.scale)
-        return y + self.bias * self.lrmul if self.use_bias else y
+        y = tf.matmul(x, scaled(self.kernel, self.scale, x.dtype))
+        return y + scaled(self.bias, self.lrmul, y.dtype) if self.use_bias else y
 
     def get_config(self):
         return dict(super().get_config(), units=self.units, gain=self.gain, lrmul=self.lrmul,
@@ -80,14 +105,11 @@ class EqualizedConv2D(keras.layers.Layer):
         k = self.kernel_size
         fan_in = k * k * (self.fan_in_channels or channels)
         self.scale, init_std = _he_scaling(self.gain, fan_in, self.lrmul, self.use_wscale)
-        self.kernel = self.add_weight(shape=(k, k, channels, self.filters), name="kernel",
-                                      initializer=keras.initializers.RandomNormal(0.0, init_std))
-        self.bias = self.add_weight(shape=(self.filters,), name="bias", initializer="zeros") \
-            if self.use_bias else None
+        self.kernel, self.bias = _equalized_weights(self, (k, k, channels, self.filters), self.filters, init_std)
 
     def call(self, x):
-        y = tf.nn.conv2d(x, self.kernel * self.scale, 1, self.padding.upper())
-        return y + self.bias * self.lrmul if self.use_bias else y
+        y = tf.nn.conv2d(x, scaled(self.kernel, self.scale, x.dtype), 1, self.padding.upper())
+        return y + scaled(self.bias, self.lrmul, y.dtype) if self.use_bias else y
 
     def get_config(self):
         return dict(super().get_config(), filters=self.filters, kernel_size=self.kernel_size,
@@ -107,7 +129,7 @@ class MinibatchStddev(keras.layers.Layer):
         n, h, w, c = shape[0], shape[1], shape[2], x.shape[-1]
         g = n if self.group_size is None else tf.minimum(self.group_size, n)
         f = self.num_new_features
-        y = tf.reshape(x, [g, -1, h, w, f, c // f])
+        y = tf.reshape(tf.cast(x, tf.float32), [g, -1, h, w, f, c // f])  # the statistic in float32
         y -= tf.reduce_mean(y, axis=0, keepdims=True)
         y = tf.sqrt(tf.reduce_mean(tf.square(y), axis=0) + self.epsilon)
         y = tf.reduce_mean(y, axis=[1, 2, 4])                    # [n/g, f]
@@ -119,9 +141,15 @@ class MinibatchStddev(keras.layers.Layer):
                     num_new_features=self.num_new_features, epsilon=self.epsilon)
 
 
+def _rsqrt_mean_square(x, axis, epsilon):
+    """1 / sqrt(mean(x^2) + epsilon) over `axis`, computed in float32, returned in x's dtype."""
+    x32 = tf.cast(x, tf.float32)
+    return tf.cast(tf.math.rsqrt(tf.reduce_mean(tf.square(x32), axis=axis, keepdims=True) + epsilon), x.dtype)
+
+
 def pixel_norm(x, axis=-1, epsilon=1e-8):
     """Normalises each feature vector to unit average square (ProGAN's pixelwise normalisation)."""
-    return x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=axis, keepdims=True) + epsilon)
+    return x * _rsqrt_mean_square(x, axis, epsilon)
 
 
 class PixelNorm(keras.layers.Layer):
@@ -148,9 +176,11 @@ def blur2d(x, taps=(1.0, 2.0, 1.0)):
 
 
 def instance_norm(x, epsilon=1e-8):
-    """Zero mean and unit average square per sample and channel over the spatial axes."""
-    x -= tf.reduce_mean(x, axis=[1, 2], keepdims=True)
-    return x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=[1, 2], keepdims=True) + epsilon)
+    """Zero mean and unit average square per sample and channel over the spatial axes (in float32)."""
+    x32 = tf.cast(x, tf.float32)
+    x32 -= tf.reduce_mean(x32, axis=[1, 2], keepdims=True)
+    return tf.cast(x32 * tf.math.rsqrt(tf.reduce_mean(tf.square(x32), axis=[1, 2], keepdims=True) + epsilon),
+                   x.dtype)
 
 
 class NoiseInput(keras.layers.Layer):

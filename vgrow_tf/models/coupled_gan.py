@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from vgrow_tf import data as data_lib
+from vgrow_tf import layers
 from vgrow_tf import losses as losses_lib
 from vgrow_tf.data import pairs as pairs_lib
 from vgrow_tf.models import classifier as classifier_lib
@@ -119,7 +120,7 @@ class Block(keras.layers.Layer):
                  reshape=None, init="normal", prelu="element", **kwargs):
         super().__init__(**kwargs)
         self.kind, self.act, self.pool, self.dropout, self.reshape = kind, act, pool, dropout, reshape
-        common = _initializers(init)
+        common = dict(_initializers(init), dtype=self.dtype_policy)  # a float32 Block is float32 inside
         if kind == "dense":
             self.op = keras.layers.Dense(filters, **common)
         elif kind == "conv":
@@ -217,9 +218,9 @@ def generator_layers(config, name):
                            name=f"{name}_up{i}"))
     if faces:
         tail = [Block("deconv", max(1, fm >> 5), 4, 2, bn=True, act="prelu", name=f"{name}_up{n_features}"),
-                Block("deconv", ch, 3, 1, act="tanh", name=f"{name}_to_rgb")]
+                Block("deconv", ch, 3, 1, act="tanh", name=f"{name}_to_rgb", **layers.OUTPUT)]
     else:
-        tail = [Block("deconv", ch, 6, 1, act="tanh", name=f"{name}_to_rgb")]
+        tail = [Block("deconv", ch, 6, 1, act="tanh", name=f"{name}_to_rgb", **layers.OUTPUT)]
     return trunk, tail
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from vgrow_tf import data as data_lib
+from vgrow_tf import layers
 from vgrow_tf import losses
 from vgrow_tf.errors import UserError
 from vgrow_tf.sampling.images import interleave
@@ -274,7 +275,7 @@ class Generator(keras.Model):
                         for i in range(n - 1)]
             self.bns = [bn(f"bn{8 * 2 ** i}", DCGAN_BN_EPSILON) for i in range(n - 1)]
             self.out = keras.layers.Conv2DTranspose(channels, 4, 2, "same", kernel_initializer=init,
-                                                    name=f"to_rgb{resolution}")
+                                                    name=f"to_rgb{resolution}", **layers.OUTPUT)
         elif arch == "reference":
             widths = reference_widths(resolution, channels, widths)
             if len(widths) != log2 or widths[-1] != channels:
@@ -375,6 +376,7 @@ class Trainer:
     DEFAULTS = dict(total_nimg=PAPER_EPOCHS * 60000, tick_kimg=10, snapshot_kimg=100)
 
     inspect_data = staticmethod(data_lib.dataset_from_options)
+    FLOAT16 = False  # --mixed_precision on a GPU: bfloat16 where it has it, else float32 (precision.py)
 
     @staticmethod
     def run_name_suffix(options):

@@ -199,13 +199,13 @@ def upsample_scales(scales, size):
 
 # --- layers ------------------------------------------------------------------------------------
 
-def _conv(filters, kernel, gain=SQRT2, use_bias=True, use_eql=True, padding="same", name=None):
+def _conv(filters, kernel, gain=SQRT2, use_bias=True, use_eql=True, padding="same", name=None, **dtype):
     if use_eql:
         return layers.EqualizedConv2D(filters, kernel, gain=gain, use_bias=use_bias, padding=padding,
-                                      name=name)
+                                      name=name, **dtype)
     init = keras.initializers.VarianceScaling(gain ** 2, "fan_in", "untruncated_normal")
     return keras.layers.Conv2D(filters, kernel, padding=padding, use_bias=use_bias, kernel_initializer=init,
-                               name=name)
+                               name=name, **dtype)
 
 
 def _dense(units, gain=SQRT2, use_bias=True, use_eql=True, name=None):
@@ -321,7 +321,8 @@ class StyleGenerator(keras.Model):
             self.convs.append([layers.EqualizedConv2D(nf(stage), 3, use_bias=False, name=f"conv{res}_{i}", **eql)
                                for i in ([1] if res == 4 else [0, 1])])
             self.epilogues += [Epilogue(nf(stage), s, name=f"epilogue{2 * k + i}") for i in range(2)]
-            self.to_rgb.append(layers.EqualizedConv2D(channels, 1, gain=1.0, name=f"to_rgb{res}", **eql))
+            self.to_rgb.append(layers.EqualizedConv2D(channels, 1, gain=1.0, name=f"to_rgb{res}",
+                                                      **eql, **layers.OUTPUT))
 
     def build(self, input_shape):
         """Creates every weight from the layer plan (no forward pass: a 1024 px G builds in a second)."""
@@ -446,7 +447,7 @@ class StyleDiscriminator(keras.Model):
                                     layers.EqualizedConv2D(nf(stage - 1), 3, name=f"conv{res}_1", **eql)])
         self.conv4 = layers.EqualizedConv2D(nf(1), 3, name="conv4", **eql)
         self.dense0 = layers.EqualizedDense(nf(0), name="dense4", **eql)
-        self.out = layers.EqualizedDense(1, gain=1.0, name="out", **eql)
+        self.out = layers.EqualizedDense(1, gain=1.0, name="out", **eql, **layers.OUTPUT)
 
     def build(self, input_shape):
         """Creates every weight from the layer plan (no forward pass)."""
@@ -502,7 +503,7 @@ class ProGenerator(keras.Model):
             width = nf(int(math.log2(res)) - 1)
             self.convs.append([_conv(width, 3, use_eql=use_eql, name=f"conv{res}_{i}")
                                for i in ([1] if res == 4 else [0, 1])])
-            self.to_rgb.append(_conv(channels, 1, use_eql=use_eql, name=f"to_rgb{res}"))
+            self.to_rgb.append(_conv(channels, 1, use_eql=use_eql, name=f"to_rgb{res}", **layers.OUTPUT))
 
     def build(self, input_shape):
         self.built = True
@@ -539,7 +540,7 @@ class ProDiscriminator(keras.Model):
         self.mbstd = layers.MinibatchStddev(group_size=None, epsilon=1e-8)
         self.conv4 = _conv(width(4), 3, use_eql=use_eql, name="conv4_0")
         self.conv4_valid = _conv(width(4), 4, use_eql=use_eql, padding="valid", name="conv4_1")
-        self.out = _conv(1, 1, use_eql=use_eql, name="out")
+        self.out = _conv(1, 1, use_eql=use_eql, name="out", **layers.OUTPUT)
 
     def build(self, input_shape):
         self.built = True

@@ -83,7 +83,8 @@ class Generator(keras.Model):
         self.conv4 = layers.EqualizedConv2D(fmaps, 3, name="conv4")
         self.blocks = [[layers.EqualizedConv2D(fmaps, 3, name=f"conv{2 ** r}_{i}") for i in range(2)]
                        for r in range(3, self.log2_res + 1)]
-        self.to_rgb = [layers.EqualizedConv2D(channels, 1, gain=1.0, name=f"to_rgb{2 ** r}")
+        self.to_rgb = [layers.EqualizedConv2D(channels, 1, gain=1.0, name=f"to_rgb{2 ** r}",
+                                              **layers.OUTPUT)
                        for r in range(2, self.log2_res + 1)]
 
     def build(self, input_shape):  # weights are created per level on first call (build_networks)
@@ -91,7 +92,7 @@ class Generator(keras.Model):
 
     @staticmethod
     def _norm(x, axis=-1):
-        return x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=axis, keepdims=True) + 1e-6)
+        return layers.pixel_norm(x, axis=axis, epsilon=1e-6)
 
     def call(self, z, level=None, alpha=0.0):
         level = self.log2_res if level is None else level
@@ -108,7 +109,7 @@ class Generator(keras.Model):
         images = self.to_rgb[level - 2](x)
         if level > 2:
             old = layers.upscale2d(self.to_rgb[level - 3](previous), 2)
-            images = lerp(images, old, alpha)
+            images = lerp(images, old, tf.cast(alpha, images.dtype))  # toRGB is float32, alpha not
         return tf.cast(_nearest_to(images, self.resolution), tf.float32)
 
 
@@ -125,7 +126,7 @@ class Discriminator(keras.Model):
         self.mbstd = layers.MinibatchStddev(group_size=None, epsilon=1e-6)
         self.conv4 = layers.EqualizedConv2D(fmaps, 3, fan_in_channels=fmaps, name="conv4")
         self.dense4 = layers.EqualizedDense(fmaps, gain=SQRT2, name="dense4")
-        self.logit = layers.EqualizedDense(1, gain=1.0, name="logit")
+        self.logit = layers.EqualizedDense(1, gain=1.0, name="logit", **layers.OUTPUT)
 
     def build(self, input_shape):  # weights are created per level on first call (build_networks)
         self.built = True
@@ -143,7 +144,7 @@ class Discriminator(keras.Model):
         if level > 2:
             x = self._block(level, x)
             old = layers.lrelu(self.from_rgb[level - 3](layers.downscale2d(images, 2)))
-            x = lerp(x, old, alpha)
+            x = lerp(x, old, tf.cast(alpha, x.dtype))
         for r in range(level - 1, 2, -1):
             x = self._block(r, x)
         x = self.mbstd(x)

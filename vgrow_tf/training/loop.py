@@ -20,6 +20,7 @@ from vgrow_tf.errors import Interrupted, UserError
 from vgrow_tf.sampling import images as image_io
 from vgrow_tf.training import eta as eta_lib
 from vgrow_tf.training import options as options_lib
+from vgrow_tf.training import precision
 from vgrow_tf.training import run_dir as run_dir_lib
 from vgrow_tf.training.steps import xla_pays
 from vgrow_tf.training.strategy import is_chief, make_strategy
@@ -52,13 +53,11 @@ class StopRequested:
             signal.signal(sig, handler)
 
 
-def configure_runtime(options):
+def configure_runtime(options, trainer_cls=None):
     if options.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(options.seed)
-    if options.mixed_precision:
-        policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-        keras.mixed_precision.set_global_policy(policy)
+    precision.configure(options.mixed_precision, float16_ok=getattr(trainer_cls, "FLOAT16", True))
 
 
 def default_run_dir(options, trainer_cls, dataset_name):
@@ -462,7 +461,7 @@ def train(options):
     family = models.get_family(options.model)
     trainer_cls = family.Trainer
     strategy = make_strategy(options.strategy)  # first: multi-worker needs a fresh TF runtime
-    configure_runtime(options)
+    configure_runtime(options, trainer_cls)
     dataset_info = trainer_cls.inspect_data(options)
     start = None
     if getattr(options, "resume_from", None) and not options.resume:
