@@ -16,7 +16,8 @@ def test_convert_writes_a_snapshot_that_computes_what_the_pickle_does(tmp_path):
     shutil.copy(os.path.join(FIXTURES, "msg_stylegan", "network.pkl"), tmp_path / "best_model.pkl")
     result = ok(typed(tmp_path, "convert_snapshot.py", "best_model.pkl", "model.h5"))
     assert "msg_stylegan_pkl -> msg_stylegan" in result.stdout
-    assert "fmap_base=512 fmap_max=64 mapping_fmaps=64 mapping_layers=4" in result.stdout  # every setting
+    for setting in ("fmap_base=512", "fmap_max=64", "mapping_fmaps=64", "mapping_layers=4"):  # every setting
+        assert f" {setting} " in result.stdout, setting
     assert not TF_NOISE.search(result.stderr), result.stderr
     converted = snapshot.load(str(tmp_path / "model.h5"))
     original = snapshot.load(str(tmp_path / "best_model.pkl"))

@@ -232,7 +232,7 @@ def test_glo_sample_gaussian_signature_is_generate_samples_sampler(glo):
 @pytest.mark.parametrize("kind", ["msg_progan", "cogan"])
 def test_signatures_of_the_other_kinds(kind):
     """The families' extras in-process (the files above cover MSG-StyleGAN, SCoGAN, PGVGrow and GLO):
-    MSG-ProGAN's scales and D, CoGAN's second domain (hard-shared layers)."""
+    MSG-ProGAN's scales and D, CoGAN's second domain (hard-shared layers) and both discriminators."""
     from vgrow_tf.export import serving
     from vgrow_tf.models import coupled_gan, msg_gan
     from vgrow_tf.sampling import latents
@@ -255,8 +255,13 @@ def test_signatures_of_the_other_kinds(kind):
         np.testing.assert_allclose(functions["discriminate"](images=images)["logits"].numpy(), expected,
                                    rtol=1e-4, atol=1e-5)
     else:
-        assert "discriminate" not in functions
         _assert_images_close(functions["domain_b"](z=z)["images"].numpy(), to_uint8(snap.generate(z, domain="b")), 1)
+        for name, domain in (("discriminate", "a"), ("discriminate_b", "b")):  # D1 and D2
+            images = to_uint8(snap.generate(z, domain=domain))
+            expected = np.asarray(snap.discriminator_logit(images.astype(np.float32) / 127.5 - 1.0,
+                                                           domain=domain)).reshape(-1)
+            np.testing.assert_allclose(functions[name](images=images)["logits"].numpy(), expected,
+                                       rtol=1e-4, atol=1e-5)
 
 
 def test_bad_requests_are_one_line_and_leave_nothing(tmp_path):

@@ -10,7 +10,8 @@ extras only where the model has them:
 - `domain_b`, `both_domains` (CoGAN/SCoGAN): G2's images, and both domains' images for one z;
 - `sample_gaussian` (GLO): noise [N, z_dim] ~ N(0, I) -> images of mean + noise @ chol^T, the
   Gaussian fitted to the learned latents (noise = RandomState(s).randn(1, z_dim) gives seed s);
-- `discriminate` (models with a discriminator): uint8 images -> logits;
+- `discriminate` (models with a discriminator): uint8 images -> logits; CoGAN/SCoGAN: D1 (domain A),
+  and `discriminate_b`: D2 (domain B);
 - `metadata`: no input -> kind, resolution, channels, z_dim, source, config (JSON strings / ints).
 """
 import json
@@ -102,6 +103,10 @@ class ServingModule(tf.Module):
             sig["discriminate"] = self._function(lambda images: {
                 "logits": tf.reshape(tf.cast(snap.discriminator_logit(from_uint8(images)), tf.float32), [-1])},
                 image_spec)
+            if modes.supports(snap, "domain"):  # CoGAN/SCoGAN: D1 above judges domain A, D2 domain B
+                sig["discriminate_b"] = self._function(lambda images: {
+                    "logits": tf.reshape(tf.cast(snap.discriminator_logit(from_uint8(images), domain="b"),
+                                                 tf.float32), [-1])}, image_spec)
 
     def _metadata_function(self):
         info = self.info
