@@ -184,16 +184,39 @@ class TrainingSession:
 
     # --- persistence -------------------------------------------------------------------------
     def restore(self):
-        path = self.manager.latest_checkpoint
+        """Restores the newest readable checkpoint (the one --resume_num names, if given); an unreadable
+        one (emptied, truncated, cut short by a full disk) is named and the one before it is tried."""
         resume_num = getattr(self.options, "resume_num", None)
         if resume_num is not None:  # the original --resume_training --resume_num N
-            path = self.manager.find(resume_num)
-        if path is None:
+            candidates = [self.manager.find(resume_num)]
+        else:
+            candidates = self.manager.checkpoints[::-1]
+        if not candidates:
             raise UserError(f"--resume: no complete checkpoint in {self.manager.directory}; "
                             "start a new run without --resume")
-        self.checkpoint.restore(path).assert_existing_objects_matched()
+        for path in candidates:
+            problem = self._try_restore(path)
+            if problem is None:
+                break
+            print(f"Checkpoint {path} is unreadable ({problem}); "
+                  f"{'trying the one before it' if path != candidates[-1] else 'none left to try'}", flush=True)
+        else:
+            raise UserError(f"--resume: no readable checkpoint in {self.manager.directory}; "
+                            "copy the run from a backup or start a new run without --resume")
         self.trainer.after_restore(int(self.progress.cur_nimg.numpy()))
         print(f"Resumed from {path} at {self.progress.cur_nimg.numpy() / 1000:.1f} kimg")
+
+    def _try_restore(self, path):
+        """None when the checkpoint at `path` restored completely, else what was wrong with it."""
+        if not tf.io.gfile.exists(path + ".index"):
+            return "its .index file is missing"
+        try:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        except (tf.errors.OpError, IndexError, ValueError, AssertionError) as e:
+            # TF's reader raises IndexError for an emptied .data file, DataLossError for a bad index
+            text = getattr(e, "message", None) or str(e) or type(e).__name__
+            return text.strip().splitlines()[0][:200]
+        return None
 
     def start_from(self, path):
         """--resume_from: a new run starting from a trained model's networks. A family that can take more
@@ -425,14 +448,15 @@ def train(options):
     identity = {k: getattr(options, k) for k in run_dir_lib.IDENTITY_OPTIONS}
     identity.update(trainer_cls.identity(options) if hasattr(trainer_cls, "identity") else {})
     identity["dataset"] = dataset_info.path if dataset_info else options.dataset
-    run_dir_lib.prepare(run_dir, options, identity, options.resume, chief)
+    before = run_dir_lib.entries(run_dir)
+    lock, notes = run_dir_lib.prepare(run_dir, options, identity, options.resume, chief)
     tee = run_dir_lib.Tee(os.path.join(run_dir, "log.txt")) if chief else None
     stdout, sys.stdout = sys.stdout, (tee or sys.stdout)
-    session = None
+    session, training = None, False
     try:
         with StopRequested() as stop:
-            if note:
-                print(note, flush=True)
+            for line in [note] + notes if note else notes:
+                print(line, flush=True)
             options.jit_compile = xla_pays(options, options.model)  # XLA only where it is faster
             trainer = trainer_cls(options, strategy, dataset_info)
             session = TrainingSession(options, trainer, strategy, run_dir, chief)
@@ -446,16 +470,28 @@ def train(options):
             snapshot_nimg = int((options.snapshot_kimg or defaults["snapshot_kimg"]) * 1000)
             print(f"Training {options.model} on {identity['dataset']} for {total / 1000:g} kimg "
                   f"in {run_dir} ({strategy.num_replicas_in_sync} replica(s))", flush=True)
+            training = True
             final = session.run(total, tick_nimg, snapshot_nimg, stop)
             if final is None:
                 raise Interrupted(stop.signal)
             elapsed = float(session.progress.elapsed_sec.numpy())
             print(f"Done: {int(session.progress.cur_nimg.numpy()) / 1000:g} kimg in {format_time(elapsed)}; "
                   f"final snapshot {final}", flush=True)
+    except UserError:
+        if chief and not training:  # refused before training: leave the run directory as it was
+            _close(session, tee)
+            run_dir_lib.undo(run_dir, before)
+        raise
     finally:
-        if session is not None:
-            session.close()
+        _close(session, tee)
         sys.stdout = stdout
-        if tee:
-            tee.close()
+        if lock:
+            lock.release()
     return run_dir
+
+
+def _close(session, tee):
+    if session is not None:
+        session.close()
+    if tee:
+        tee.close()
