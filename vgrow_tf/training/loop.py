@@ -4,7 +4,11 @@ A model family supplies a Trainer (see CONTRIBUTING.md); this module owns the im
 run directory and everything written into it. Read `train()` top to bottom for the whole story.
 """
 import collections
+import contextlib
+import errno
+import glob
 import os
+import shutil
 import signal
 import sys
 import time
@@ -15,7 +19,7 @@ import tensorflow as tf
 
 from vgrow_tf import models, snapshot
 from vgrow_tf import data as data_lib
-from vgrow_tf.errors import Interrupted, UserError
+from vgrow_tf.errors import Interrupted, UserError, is_disk_full
 from vgrow_tf.sampling import images as image_io
 from vgrow_tf.training import options as options_lib
 from vgrow_tf.training import run_dir as run_dir_lib
@@ -153,7 +157,11 @@ class CheckpointKeeper:
     def save(self, checkpoint_number):
         self.checkpoint.save_counter.assign_add(1)  # as CheckpointManager does, so restores match it
         name = f"ckpt-{checkpoint_number}"
-        path = self.checkpoint.write(os.path.join(self.directory, name))
+        try:
+            path = self.checkpoint.write(os.path.join(self.directory, name))
+        except Exception:
+            self._remove_partial(name)
+            raise
         listed = [n for n in self._names()[1] if n != name] + [name]
         kept = listed[-self.keep:] if self.keep else listed
         self._write_state(name, kept)
@@ -162,6 +170,15 @@ class CheckpointKeeper:
             for file in tf.io.gfile.glob(prefix + ".index") + tf.io.gfile.glob(prefix + ".data-?????-of-?????"):
                 tf.io.gfile.remove(file)
         return path
+
+    def _remove_partial(self, name):
+        """What a failed write of checkpoint `name` left: TensorFlow's `<name>_temp` folder, and its files
+        unless the state lists them (then a later --resume finds them unreadable and goes back one)."""
+        prefix = os.path.join(self.directory, name)
+        shutil.rmtree(prefix + "_temp", ignore_errors=True)
+        if name not in self._names()[1]:
+            for file in glob.glob(prefix + ".index*") + glob.glob(prefix + ".data-*"):
+                os.remove(file)
 
 
 class TrainingSession:
@@ -236,21 +253,50 @@ class TrainingSession:
             convert.copy_networks(source.networks, self.trainer.networks())
         print(f"Starting from {path} at {self.progress.cur_nimg.numpy() / 1000:.1f} kimg")
 
+    @contextlib.contextmanager
+    def writing(self, path):
+        """A full disk while writing `path`: one line naming it and the checkpoint to resume from."""
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001 - OSError or TensorFlow's ResourceExhaustedError
+            if not is_disk_full(e):
+                raise
+            latest = self.manager.latest_checkpoint
+            resume = (f"the last checkpoint, {latest}, is intact: free space (or copy the run directory "
+                      "elsewhere) and continue with --resume") if latest else "no checkpoint was written yet"
+            raise UserError(f"the disk is full while writing {path}; {resume}") from None
+
     def save_checkpoint(self, cur_nimg, clock):
         """A checkpoint at `cur_nimg` images; the progress counters (kept on the host between ticks)
         are written into the checkpointed variables first."""
         self.progress.cur_nimg.assign(cur_nimg)
         self.progress.elapsed_sec.assign(clock.elapsed())
-        path = self.manager.save(checkpoint_number=cur_nimg)
+        with self.writing(os.path.join(self.manager.directory, f"ckpt-{cur_nimg}")):
+            path = self.manager.save(checkpoint_number=cur_nimg)
         return path if self.chief else None
+
+    def flush_events(self):
+        """Flushes TensorBoard's events file. Its writer drops what a full disk refuses without a word,
+        so an events file that did not grow on a full disk is reported here."""
+        if not self.chief:
+            return
+        events = glob.glob(os.path.join(self.run_dir, f"events.out.tfevents.*.{os.getpid()}.*"))
+        size = os.path.getsize(events[0]) if events else None
+        self.writer.flush()
+        if events and os.path.getsize(events[0]) == size:
+            stat = os.statvfs(self.run_dir)
+            if stat.f_bavail * stat.f_frsize < (1 << 20):
+                with self.writing(events[0]):
+                    raise OSError(errno.ENOSPC, "No space left on device", events[0])
 
     def save_snapshot(self, name):
         if not self.chief:
             return None
         path = os.path.join(self.run_dir, name)
-        snapshot.save(path, self.trainer.KIND_OF_RUN if hasattr(self.trainer, "KIND_OF_RUN")
-                      else self.options.model, self.trainer.config(), self.trainer.networks(),
-                      self.trainer.snapshot_arrays() if hasattr(self.trainer, "snapshot_arrays") else None)
+        with self.writing(path):
+                snapshot.save(path, self.trainer.KIND_OF_RUN if hasattr(self.trainer, "KIND_OF_RUN")
+                          else self.options.model, self.trainer.config(), self.trainer.networks(),
+                          self.trainer.snapshot_arrays() if hasattr(self.trainer, "snapshot_arrays") else None)
         return path
 
     def save_grids(self, cur_nimg):
@@ -263,7 +309,8 @@ class TrainingSession:
         with self.writer.as_default(step=cur_nimg):
             for name, images in grids.items():
                 path = os.path.join(self.run_dir, f"{name}{kimg:06d}.png")
-                image_io.save_grid(path, images, rows, cols, GRID_GAP, GRID_GAP_VALUE)
+                with self.writing(path):
+                    image_io.save_grid(path, images, rows, cols, GRID_GAP, GRID_GAP_VALUE)
                 tf.summary.image(name, image_io.to_uint8(images[: min(8, len(images))]), max_outputs=8)
         return bool(grids)
 
@@ -275,9 +322,10 @@ class TrainingSession:
         resolution = getattr(self.trainer, "resolution", None)
         dataset = data_lib.load_dataset(self.trainer.dataset_path, rows * cols, resolution=resolution,
                                         shuffle=False, repeat=True)
+        path = os.path.join(self.run_dir, "reals.png")
         for batch in dataset.take(1):  # iterated to its end, so no reader thread outlives this
-            image_io.save_grid(os.path.join(self.run_dir, "reals.png"), batch["image"].numpy(), rows, cols,
-                               GRID_GAP, GRID_GAP_VALUE)
+            with self.writing(path):
+                image_io.save_grid(path, batch["image"].numpy(), rows, cols, GRID_GAP, GRID_GAP_VALUE)
 
     def run_metrics(self, snapshot_path, cur_nimg):
         if not (self.chief and self.options.metrics and snapshot_path):
@@ -340,7 +388,7 @@ class TrainingSession:
                 tick_stats.clear()
                 clock.start_tick(cur_nimg)
         self.progress.elapsed_sec.assign(clock.elapsed())
-        self.writer.flush()
+        self.flush_events()
         return snapshot_path or os.path.join(self.run_dir, "network-final.h5")
 
     def tick(self, cur_nimg, number, tick_stats, clock):
@@ -366,6 +414,7 @@ class TrainingSession:
             tf.summary.scalar("Timing/img_per_sec", 1000.0 / max(timing["sec_per_kimg"], 1e-9))
             tf.summary.scalar("Progress/nonfinite_steps", int(self.progress.nonfinite_total.numpy()))
         self.save_grids(cur_nimg)
+        self.flush_events()
 
 
 def format_time(seconds):

@@ -113,7 +113,7 @@ def _read_holder(fd):
 
 # Temporary names of our writes (`<file>.tmp-<pid>`, `.write-test-<pid>`) and of TensorFlow's checkpoint
 # writer (`ckpt-N_temp/`, `<file>.tempstate<n>`).
-_OUR_TEMP = re.compile(r"(\.tmp-|^\.write-test-)(\d+)$")
+_OUR_TEMP = re.compile(r"(\.tmp-|^\.write-test-)(\d+)(\.\w+)?$")
 _TF_TEMP = re.compile(r"^ckpt-\d+_temp$|\.tempstate\d+$")
 
 
