@@ -526,6 +526,9 @@ def train(options):
             elapsed = float(session.progress.elapsed_sec.numpy())
             print(f"Done: {int(session.progress.cur_nimg.numpy()) / 1000:g} kimg in {format_time(elapsed)}; "
                   f"final snapshot {final}", flush=True)
+    except tf.errors.DataLossError as e:  # a shard corrupt inside (its size was checked at start)
+        raise data_lib.reader.data_loss_error([identity["dataset"], identity.get("dataset_b")], e) \
+            from None
     except UserError:
         if chief and not training:  # refused before training: leave the run directory as it was
             _close(session, tee)
