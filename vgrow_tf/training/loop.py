@@ -526,6 +526,10 @@ def train(options):
             elapsed = float(session.progress.elapsed_sec.numpy())
             print(f"Done: {int(session.progress.cur_nimg.numpy()) / 1000:g} kimg in {format_time(elapsed)}; "
                   f"final snapshot {final}", flush=True)
+    except (tf.errors.UnavailableError, tf.errors.CancelledError) as e:
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            raise
+        raise UserError(_lost_worker_message(e, session)) from None
     except tf.errors.DataLossError as e:  # a shard corrupt inside (its size was checked at start)
         raise data_lib.reader.data_loss_error([identity["dataset"], identity.get("dataset_b")], e) \
             from None
@@ -540,6 +544,17 @@ def train(options):
         if lock:
             lock.release()
     return run_dir
+
+
+def _lost_worker_message(error, session):
+    """One line for a multi-worker run whose collective ops were aborted because a peer stopped."""
+    import re
+    text = str(getattr(error, "message", error))
+    peers = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", text.split("unhealthy", 1)[-1])))
+    who = f"worker {', '.join(peers)} stopped answering" if peers else "another worker stopped"
+    latest = session and session.manager.latest_checkpoint
+    return (f"{who} (killed or crashed), so this worker stops too; start every worker again with --resume "
+            f"to continue from the last checkpoint{f' ({latest})' if latest else ''}")
 
 
 def _close(session, tee):
