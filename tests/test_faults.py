@@ -4,6 +4,7 @@ two trainers on one run directory, refused and killed runs, a full disk, damaged
 Every command runs in a subprocess in a scratch current directory with relative paths.
 """
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -229,3 +230,53 @@ def test_run_metrics_names_the_damaged_record_and_check_passes_a_sound_dataset(d
     assert FLIPPED in error_line(result)
     sound = typed(damaged, "dataset_tool.py", "check", "digits")
     assert sound.returncode == 0 and "every record reads; images per level: 4x4 1797, 8x8 1797" in sound.stdout
+
+
+# --- several workers ----------------------------------------------------------------------------------------
+
+def start_workers(cwd, *args):
+    from test_multi_worker import free_port
+    cluster = {"worker": [f"127.0.0.1:{free_port()}" for _ in range(2)]}
+    return [subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *TINY, "--run_dir=mw",
+                              "--strategy=multi_worker", *args], cwd=cwd, text=True,
+                             env=dict(user_env(), TF_CONFIG=json.dumps({"cluster": cluster, "task": {
+                                 "type": "worker", "index": index}})),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for index in range(2)]
+
+
+def test_a_killed_worker_stops_the_other_at_once_and_resume_on_both_loses_nothing(cwd):
+    import tensorflow as tf
+    chief, other = start_workers(cwd, "--total_kimg=50")
+    checkpoints = os.path.join(cwd, "mw", "checkpoints")
+    wait_for(lambda: tf.train.latest_checkpoint(checkpoints), "the first checkpoint", timeout=400)
+    other.send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    out, err = chief.communicate(timeout=180)
+    stopped_after = time.time() - killed_at
+    assert chief.returncode == 2 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith(
+        "Error: worker /job:worker/replica:0/task:1 stopped answering (killed or crashed), so this worker stops "
+        "too; start every worker again with --resume to continue from the last checkpoint (mw/checkpoints/ckpt-")
+    assert stopped_after < 90, stopped_after  # TensorFlow's heartbeats: measured 7.5 s on a loaded machine
+    other.communicate()
+    last = int(tf.train.latest_checkpoint(checkpoints).rsplit("-", 1)[1])
+
+    resumed = start_workers(cwd, "--resume", f"--total_nimg={last + 64}")
+    outputs = [p.communicate(timeout=400) for p in resumed]
+    for p, (out, err) in zip(resumed, outputs):
+        assert p.returncode == 0, err[-3000:]
+        assert f"Resumed from mw/checkpoints/ckpt-{last} at" in out
+    assert f"Done: {(last + 64) / 1000:g} kimg" in outputs[0][0]
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_not_reused_except_by_the_workers_of_one_run(tmp_path,
+                                                                                                  monkeypatch):
+    from vgrow_tf.training import run_dir
+    monkeypatch.chdir(tmp_path)
+    base = os.path.join("results", "x")
+    os.makedirs(base)
+    assert run_dir.choose(base, resume=False)[0] == base  # empty: used
+    open(os.path.join(base, "run.json"), "w").close()  # started, killed before its first checkpoint
+    assert run_dir.choose(base, resume=False)[0] == base + "-001"
+    # a worker that looks after its chief wrote run.json must land where the chief is
+    assert run_dir.choose(base, resume=False, reuse_unfinished=True)[0] == base

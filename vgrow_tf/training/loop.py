@@ -194,6 +194,9 @@ class TrainingSession:
         if not chief:  # every worker must save (collective ops); non-chiefs write to a scratch dir
             ckpt_dir = os.path.join(run_dir, f".worker-{strategy.cluster_resolver.task_id}-ckpt")
         self.manager = CheckpointKeeper(self.checkpoint, ckpt_dir, options.keep_checkpoints)
+        # every worker resumes from the chief's checkpoints: a worker killed during a save may lack the newest
+        self.resume_source = CheckpointKeeper(self.checkpoint, run_dir_lib.checkpoint_dir(run_dir),
+                                            options.keep_checkpoints)
         self.writer = tf.summary.create_file_writer(run_dir) if chief else tf.summary.create_noop_writer()
 
     def close(self):
@@ -205,11 +208,11 @@ class TrainingSession:
         one (emptied, truncated, cut short by a full disk) is named and the one before it is tried."""
         resume_num = getattr(self.options, "resume_num", None)
         if resume_num is not None:  # the original --resume_training --resume_num N
-            candidates = [self.manager.find(resume_num)]
+            candidates = [self.resume_source.find(resume_num)]
         else:
-            candidates = self.manager.checkpoints[::-1]
+            candidates = self.resume_source.checkpoints[::-1]
         if not candidates:
-            raise UserError(f"--resume: no complete checkpoint in {self.manager.directory}; "
+            raise UserError(f"--resume: no complete checkpoint in {self.resume_source.directory}; "
                             "start a new run without --resume")
         for path in candidates:
             problem = self._try_restore(path)
@@ -218,7 +221,7 @@ class TrainingSession:
             print(f"Checkpoint {path} is unreadable ({problem}); "
                   f"{'trying the one before it' if path != candidates[-1] else 'none left to try'}", flush=True)
         else:
-            raise UserError(f"--resume: no readable checkpoint in {self.manager.directory}; "
+            raise UserError(f"--resume: no readable checkpoint in {self.resume_source.directory}; "
                             "copy the run from a backup or start a new run without --resume")
         self.trainer.after_restore(int(self.progress.cur_nimg.numpy()))
         print(f"Resumed from {path} at {self.progress.cur_nimg.numpy() / 1000:.1f} kimg")
@@ -493,7 +496,8 @@ def train(options):
     dataset_info = trainer_cls.inspect_data(options)
     chief = is_chief(strategy)
     run_dir, note = run_dir_lib.choose(options.run_dir or default_run_dir(
-        options, trainer_cls, dataset_info.name if dataset_info else options.model), options.resume)
+        options, trainer_cls, dataset_info.name if dataset_info else options.model), options.resume,
+        reuse_unfinished=isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy))
     identity = {k: getattr(options, k) for k in run_dir_lib.IDENTITY_OPTIONS}
     identity.update(trainer_cls.identity(options) if hasattr(trainer_cls, "identity") else {})
     identity["dataset"] = dataset_info.path if dataset_info else options.dataset
@@ -552,7 +556,7 @@ def _lost_worker_message(error, session):
     text = str(getattr(error, "message", error))
     peers = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", text.split("unhealthy", 1)[-1])))
     who = f"worker {', '.join(peers)} stopped answering" if peers else "another worker stopped"
-    latest = session and session.manager.latest_checkpoint
+    latest = session and session.resume_source.latest_checkpoint
     return (f"{who} (killed or crashed), so this worker stops too; start every worker again with --resume "
             f"to continue from the last checkpoint{f' ({latest})' if latest else ''}")
 

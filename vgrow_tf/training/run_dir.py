@@ -157,12 +157,17 @@ def _numbered_series(base):
     return sorted(series)
 
 
-def choose(base, resume):
+def choose(base, resume, reuse_unfinished=False):
     """The run directory a run given `base` uses, and a note to print when it is not `base` itself.
 
     As StyleGAN users expect, a new run never lands on an old one: when `base` already holds a run,
     a fresh run goes to the next numbered sibling `base-NNN`. `--resume` continues the newest run
     of the series (the highest-numbered directory holding a checkpoint).
+
+    A run killed before its first checkpoint keeps its directory; the next run gets a new one. Workers
+    of one multi-worker run decide alone, some after the chief has started writing, so they pass
+    `reuse_unfinished`: a directory without a checkpoint is then reused, as their first checkpoint
+    needs them all.
     """
     series = _numbered_series(base)
     if resume:
@@ -171,7 +176,7 @@ def choose(base, resume):
         note = f"--resume: continuing the latest run of {base}: {chosen}" if chosen != series[0][1] else None
         return chosen, note
     number, newest = series[-1]
-    if not holds_run(newest):  # an empty directory (made by hand, say) is used as it is
+    if not (has_checkpoint(newest) if reuse_unfinished else holds_run(newest)):  # e.g. empty, made by hand
         chosen = newest
     else:  # even a run killed before its first checkpoint keeps its logs; the new one gets its own
         chosen = f"{os.path.normpath(base)}-{number + 1:03d}"
