@@ -280,3 +280,22 @@ def test_a_run_killed_before_its_first_checkpoint_is_not_reused_except_by_the_wo
     assert run_dir.choose(base, resume=False)[0] == base + "-001"
     # a worker that looks after its chief wrote run.json must land where the chief is
     assert run_dir.choose(base, resume=False, reuse_unfinished=True)[0] == base
+
+
+def test_a_snapshot_with_a_damaged_weight_is_one_line_for_every_program(cwd):
+    import h5py
+    damaged = os.path.join(cwd, "damaged.h5")
+    shutil.copy(os.path.join(cwd, FINISHED, "network-final.h5"), damaged)
+    with h5py.File(damaged, "r") as f:  # HDF5 has no checksums of its own: ours must catch this
+        weight = max((f["networks/G"][k] for k in f["networks/G"]), key=lambda ds: ds.size)
+        offset, path = weight.id.get_offset(), weight.attrs["path"]
+    with open(damaged, "r+b") as f:
+        f.seek(offset + 5)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x10]))
+    message = f"Error: snapshot damaged.h5 is corrupt (weight {path} of network 'G' does not match its checksum)"
+    samples = typed(cwd, "generate_samples.py", "--snapshot=damaged.h5", "--out_dir=samples", "--seeds=0-1")
+    assert error_line(samples).startswith(message)
+    metrics = typed(cwd, "run_metrics.py", "--snapshot=damaged.h5", "--dataset=digits", "--metrics=fid32")
+    assert error_line(metrics).startswith(message)
