@@ -128,7 +128,8 @@ def main():
         prefix = [sys.executable, "-c", FULL_DISK_AT_SECOND_CHECKPOINT] if full_disk else []
         log_path = os.path.join(work, f"life{len(lives)}.log")
         seconds = 1800 if full_disk else min(end - time.time(), args.kill_every * rng.uniform(0.5, 1.5))
-        code, samples = live(prefix + command + ["--total_kimg=100000"] + resume, log_path, seconds)
+        life_command = command + ["--total_kimg=100000"] + resume
+        code, samples = live(prefix + life_command[1:] if full_disk else life_command, log_path, seconds)
         with open(log_path) as f:
             log = f.read()
         killed_nimg = latest_nimg(run_dir)
