@@ -85,7 +85,8 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def live(command, log_path, seconds):
     """Runs the trainer for up to `seconds`, sampling its memory; returns (exit code or None if killed, samples)."""
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)  # this checkout's vgrow_tf
         samples, end = [], time.time() + seconds
         while time.time() < end and proc.poll() is None:
             time.sleep(5)
