@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from vgrow_tf import snapshot
 from vgrow_tf.errors import UserError
-from vgrow_tf.metrics import features, fid, reference, runner
+from vgrow_tf.metrics import features, fid, runner
 from vgrow_tf.models import vgrow_pg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -147,7 +147,6 @@ def test_float16_policy_scales_the_loss_and_skips_non_finite_steps(policy):
 
 SCRIPT = textwrap.dedent("""
     import sys
-    import h5py
     import keras
     import numpy as np
     import tensorflow as tf

@@ -23,13 +23,20 @@ def train_cmd(*args):
     return [sys.executable, os.path.join(ROOT, "train.py"), *TINY, *args]
 
 
-def assert_run_dir_consistent(run_dir):
-    """Every snapshot opens and every checkpoint the manager lists has its files."""
+def temporaries(run_dir):
+    return glob.glob(os.path.join(run_dir, "*.tmp-*")) + glob.glob(os.path.join(run_dir, "checkpoints", "*.tmp-*")) \
+        + glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*_temp"))
+
+
+def assert_run_dir_consistent(run_dir, killed=False):
+    """Every snapshot opens and every checkpoint the manager lists has its files; temporary files only
+    where a kill interrupted their write (a later --resume removes them)."""
     import tensorflow as tf
     for path in glob.glob(os.path.join(run_dir, "*.h5")):
         with h5py.File(path, "r") as f:
             assert f.attrs["kind"] == "vgrow_pg", path
-    assert not glob.glob(os.path.join(run_dir, "*.tmp-*")), "temporary files left behind"
+    if not killed:
+        assert not temporaries(run_dir), "temporary files left behind"
     state = tf.train.get_checkpoint_state(os.path.join(run_dir, "checkpoints"))
     for ckpt in state.all_model_checkpoint_paths:
         reader = tf.train.load_checkpoint(ckpt)
@@ -45,7 +52,7 @@ def kimg_of_latest_checkpoint(run_dir):
 def test_sigkill_at_random_points_then_resume(digits8, tmp_path):
     run_dir = str(tmp_path / "run")
     rng = random.Random(0)
-    resumed = False
+    resumed, left = False, set()
     for attempt in range(3):
         args = train_cmd(f"--dataset={digits8}", f"--run_dir={run_dir}", "--total_kimg=2")
         if os.path.isdir(os.path.join(run_dir, "checkpoints")):
@@ -62,12 +69,15 @@ def test_sigkill_at_random_points_then_resume(digits8, tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         out.close()
-        assert_run_dir_consistent(run_dir)
+        assert_run_dir_consistent(run_dir, killed=True)
         assert kimg_of_latest_checkpoint(run_dir) > before  # progress survives every kill
+        left = set(temporaries(run_dir))
     assert resumed
     done = subprocess.run(train_cmd(f"--dataset={digits8}", f"--run_dir={run_dir}", "--total_kimg=2",
                                     "--resume"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    for path in left:  # what the last kill interrupted, removed and said so
+        assert f"removed {path}, left by a killed process" in done.stdout
     assert os.path.isfile(os.path.join(run_dir, "network-final.h5"))
     assert kimg_of_latest_checkpoint(run_dir) == 2000
     assert_run_dir_consistent(run_dir)

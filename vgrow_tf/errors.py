@@ -5,7 +5,9 @@ flags, a snapshot of the wrong kind). The four scripts wrap their `main` with `r
 a `UserError` into `Error: <message>` on stderr and exit code 2. `--verbose` (or VGROW_VERBOSE=1)
 re-raises so the traceback is visible.
 """
+import errno
 import os
+import re
 import sys
 
 
@@ -22,6 +24,24 @@ class Interrupted(Exception):
 
 
 EXIT_USER_ERROR = 2
+
+_NO_SPACE = "No space left on device"
+
+
+def is_disk_full(error):
+    """Whether `error` is a full disk: OSError ENOSPC/EDQUOT, or TensorFlow's error for one (a
+    ResourceExhaustedError that names the file, easily mistaken for running out of memory)."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return _NO_SPACE in str(getattr(error, "message", ""))
+
+
+def file_of_disk_full(error):
+    """The file a disk-full error names, if it names one."""
+    if isinstance(error, OSError):
+        return error.filename
+    match = re.search(r"(\S+); " + _NO_SPACE, str(getattr(error, "message", "")))
+    return match and match.group(1)
 
 
 def require_file(path, what, hint=""):
@@ -72,7 +92,7 @@ def run_cli(main_fn, argv=None):
     except OSError as e:
         if _verbose(argv):
             raise
-        if getattr(e, "errno", None) == 28:  # ENOSPC
+        if is_disk_full(e):
             report_and_exit(f"the disk is full while writing {e.filename or 'output'}; free space and retry")
         if getattr(e, "errno", None) in (13, 30):  # EACCES, EROFS
             report_and_exit(f"cannot write {e.filename}: permission denied; choose a writable directory")
@@ -80,6 +100,9 @@ def run_cli(main_fn, argv=None):
     except MemoryError:
         report_and_exit("out of memory; try a smaller --batch_size")
     except Exception as e:  # noqa: BLE001 - only to catch TF's OOM class without importing TF here
+        if is_disk_full(e) and not _verbose(argv):
+            report_and_exit(f"the disk is full while writing {file_of_disk_full(e) or 'output'}; "
+                            "free space and retry")
         if type(e).__name__ == "ResourceExhaustedError" and not _verbose(argv):
             report_and_exit("out of device memory (ResourceExhaustedError); try a smaller --batch_size")
         if type(e).__name__ == "DataLossError" and not _verbose(argv):

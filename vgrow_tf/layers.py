@@ -63,10 +63,6 @@ def scaled(weight, scale, dtype):
 
 
 class EqualizedDense(keras.layers.Layer):
-    """Dense layer with equalized learning rate: weights ~ N(0, 1/lrmul), scaled at run time."""
-
-
-class EqualizedDense(keras.layers.Layer):
     """Dense layer with equalized learning rate: weights ~ N(0, 1/lrmul), scaled at run time
     (use_wscale=False: the StyleGAN spelling of a plain He-initialised layer, same weight names)."""
 

@@ -4,7 +4,8 @@ Layout (HDF5): attrs `format` ("vgrow_tf-snapshot-1"), `kind`, `config` (JSON); 
 `networks/<name>` with one dataset per weight, in the order of `model.weights` (attr `path` is kept
 for readers); group `arrays/<name>` for extra numpy arrays (e.g. GLO's latent table).
 Built in memory, written to a temporary name in one call and renamed, so a crash never leaves a
-truncated snapshot in place.
+truncated snapshot in place. HDF5 keeps no checksums, so the config and every weight carry a `crc32`
+attribute, checked on load (files without them load unchecked).
 """
 import dataclasses
 import glob
@@ -12,6 +13,7 @@ import io
 import json
 import os
 import re
+import zlib
 
 import h5py
 import numpy as np
@@ -30,11 +32,14 @@ def save(path, kind, config, networks, arrays=None):
             f.attrs["format"] = FORMAT
             f.attrs["kind"] = kind
             f.attrs["config"] = json.dumps(config, sort_keys=True)
+            f.attrs["crc32"] = _crc(f.attrs["config"])
             for name, model in networks.items():
                 group = f.create_group(f"networks/{name}")
                 for i, w in enumerate(model.weights):
-                    ds = group.create_dataset(f"{i:05d}", data=np.asarray(w.numpy()))
+                    value = np.asarray(w.numpy())
+                    ds = group.create_dataset(f"{i:05d}", data=value)
                     ds.attrs["path"] = getattr(w, "path", w.name)
+                    ds.attrs["crc32"] = _crc(value)
             for name, value in (arrays or {}).items():
                 f.create_dataset(f"arrays/{name}", data=np.asarray(value))
         with open(tmp, "wb") as out:
@@ -46,6 +51,16 @@ def save(path, kind, config, networks, arrays=None):
     return path
 
 
+def _crc(value):
+    data = value.encode("utf-8") if isinstance(value, str) else np.ascontiguousarray(value).tobytes()
+    return np.uint32(zlib.crc32(data))
+
+
+def _check_crc(path, what, stored, value):
+    if stored is not None and int(stored) != int(_crc(value)):
+        raise UserError(f"snapshot {path} is corrupt ({what} does not match its checksum); use an earlier snapshot")
+
+
 def read_header(path):
     """(kind, config) of a snapshot without building anything; UserError if unreadable."""
     if not os.path.isfile(path):
@@ -54,8 +69,9 @@ def read_header(path):
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != FORMAT:
                 raise UserError(f"{path} is not a vgrow_tf snapshot (format attribute missing)")
+            _check_crc(path, "its config", f.attrs.get("crc32"), str(f.attrs["config"]))
             return str(f.attrs["kind"]), json.loads(f.attrs["config"])
-    except (OSError, KeyError) as e:
+    except (OSError, KeyError, ValueError) as e:
         raise UserError(f"snapshot {path} is corrupt or truncated ({e.__class__.__name__}); "
                         "use an earlier snapshot") from None
 
@@ -69,7 +85,9 @@ def assign_weights(model, group, path, name):
         if tuple(ds.shape) != tuple(w.shape):
             raise UserError(f"snapshot {path}: weight {ds.attrs.get('path')} has shape {ds.shape}, "
                             f"expected {tuple(w.shape)}")
-        w.assign(ds[()])
+        value = ds[()]
+        _check_crc(path, f"weight {ds.attrs.get('path')} of network '{name}'", ds.attrs.get("crc32"), value)
+        w.assign(value)
 
 
 class Snapshot:
@@ -202,7 +220,11 @@ def load(path, expect_kind=None, source_format=None, flag="--snapshot", **import
     kind, config = read_header(path)
     _check_kind(path, kind, expect_kind)
     family = models.get_family(kind)
-    networks = family.build_networks(config)
+    try:
+        networks = family.build_networks(config)
+    except (KeyError, TypeError, ValueError) as e:  # a damaged config of a file without checksums
+        raise UserError(f"snapshot {path} has a config this version cannot build ({e!r}); "
+                        "it is corrupt or of another version") from None
     try:
         with h5py.File(path, "r") as f:
             for name, model in networks.items():
@@ -210,6 +232,6 @@ def load(path, expect_kind=None, source_format=None, flag="--snapshot", **import
                     raise UserError(f"snapshot {path} lacks network '{name}'")
                 assign_weights(model, f[f"networks/{name}"], path, name)
             arrays = {k: f[f"arrays/{k}"][()] for k in f.get("arrays", {}).keys()}
-    except OSError as e:
+    except (OSError, KeyError, ValueError) as e:  # h5py's words for damaged metadata
         raise UserError(f"snapshot {path} is corrupt or truncated ({e}); use an earlier snapshot") from None
     return Snapshot(path, kind, config, networks, arrays, family)

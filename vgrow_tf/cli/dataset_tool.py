@@ -104,6 +104,9 @@ def build_parser():
     p.add_argument("--data_root", default="datasets", help="where a bare dataset name is looked up, as train.py "
                    "--dataset does (default: datasets)")
 
+    p = command("check", "read every record of every level: shapes, sizes and counts against dataset.json")
+    p.add_argument("--data_root", default="datasets", help="where a bare dataset name is looked up")
+
     p = command("display", "not provided: NVIDIA's opens an OpenCV window; use extract and an image viewer")
 
     p = command("extract", "write the images of one level as PNGs", "output directory")
@@ -135,6 +138,11 @@ def main(argv):
         else:
             for key, value in summary.items():
                 print(f"{key:12s} {value}")
+        return 0
+    if args.command == "check":
+        counts = tool.check(args.tfrecord_dir, args.data_root)
+        print(f"{args.tfrecord_dir}: every record reads; images per level: "
+              + ", ".join(f"{r}x{r} {n}" for r, n in counts.items()))
         return 0
     if args.command == "create_digits":
         tool.create_digits(args.tfrecord_dir, **kwargs)

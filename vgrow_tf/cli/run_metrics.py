@@ -103,7 +103,19 @@ def main(argv):
             strategy = tf.distribute.MirroredStrategy([d.name for d in gpus[:FLAGS.num_gpus]])
         else:
             strategy = make_strategy(FLAGS.strategy)
-    results = runner.evaluate_snapshots(
+    import tensorflow as tf
+    try:
+        results = evaluate(snapshots, dataset, out_dir, mirror, strategy)
+    except tf.errors.DataLossError as e:
+        from vgrow_tf.data import reader
+        raise reader.data_loss_error([dataset], e) from None
+    print(runner.format_table(results))
+    print(f"results appended to {os.path.join(out_dir, 'metric-<name>.txt')} and metrics.jsonl")
+
+
+def evaluate(snapshots, dataset, out_dir, mirror, strategy):
+    from vgrow_tf.metrics import runner
+    return runner.evaluate_snapshots(
         snapshots, dataset, FLAGS.metrics, run_dir=out_dir, feature_net=FLAGS.feature_net,
         inception_path=FLAGS.inception_path, pr_feature_net=FLAGS.pr_feature_net, vgg16_path=FLAGS.vgg16_path,
         lpips_path=FLAGS.lpips_path, mirror_augment=mirror, repeats=FLAGS.repeats, batch_size=FLAGS.batch_size,
@@ -112,8 +124,6 @@ def main(argv):
         refine=dict(steps=FLAGS.dgflow_steps, eta=FLAGS.dgflow_eta, gamma=FLAGS.dgflow_gamma,
                     divergence=FLAGS.dgflow_divergence, group_size=FLAGS.dgflow_batch,
                     corrector=FLAGS.corrector) if FLAGS.refine else None, source_format=FLAGS.kind)
-    print(runner.format_table(results))
-    print(f"results appended to {os.path.join(out_dir, 'metric-<name>.txt')} and metrics.jsonl")
 
 
 def run(argv=None):

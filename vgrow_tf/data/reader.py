@@ -46,31 +46,51 @@ def dataset_from_options(options, flag="dataset"):
     return inspect_dataset(resolve_dataset(value, getattr(options, "data_root", "datasets")))
 
 
-def _first_record_shape(path):
+_FRAMING = 16  # a tfrecord record: 8 bytes of length, 4 of its CRC, the data, 4 of the data's CRC
+
+
+def _first_record(path):
+    """(shape, framed size in bytes) of a tfrecord file's first record; every record of a level has
+    that size (same shape, raw bytes), which lets a file's size be checked without reading it."""
     try:
         for record in tf.data.TFRecordDataset(path).take(1):
             example = tf.train.Example.FromString(record.numpy())
-            return tuple(example.features.feature["shape"].int64_list.value)
+            return tuple(example.features.feature["shape"].int64_list.value), len(record.numpy()) + _FRAMING
     except (tf.errors.DataLossError, tf.errors.OpError) as e:
         raise UserError(f"{path} is not a readable tfrecord file ({e.message.splitlines()[0]})") from None
     raise UserError(f"{path} holds no records; recreate the dataset with dataset_tool.py")
 
 
+def _check_size(path, framed, count):
+    """A UserError naming the file and record when `path` cannot hold `count` records of `framed` bytes."""
+    size, expected = os.path.getsize(path), count * framed
+    if size == expected:
+        return
+    where = (f"record {size // framed} of {count} is cut short" if size < expected
+             else f"{size - expected} bytes more than {count} records")
+    raise UserError(f"{path} is truncated or corrupt ({size} bytes, {expected} expected: {where}); "
+                    "recreate the dataset with dataset_tool.py")
+
+
 def inspect_dataset(path):
-    """DatasetInfo for a directory of `*-rNN.tfrecords` (dataset.json is optional)."""
+    """DatasetInfo for a directory of `*-rNN.tfrecords` (dataset.json is optional).
+
+    Cheap integrity check: every level file must have the size its record count implies, so a shard
+    cut short stops here, naming it; `dataset_tool.py check` reads every record.
+    """
     if not os.path.isdir(path):
         raise UserError(f"dataset directory {path} does not exist; create it with dataset_tool.py")
     paths = sorted(glob.glob(os.path.join(path, "*.tfrecords")))
     if not paths:
         raise UserError(f"{path} contains no .tfrecords files; is it a dataset directory made by dataset_tool.py?")
-    files = {}
+    files, shapes, framed = {}, {}, {}
     for p in paths:
         match = _LEVEL_FILE.search(p)
-        shape = None if match else _first_record_shape(p)
+        shape, size = _first_record(p)
         resolution = 2 ** int(match.group(1)) if match else shape[1]
-        files[resolution] = p
+        files[resolution], shapes[resolution], framed[resolution] = p, shape, size
     top = max(files)
-    shape = _first_record_shape(files[top])
+    shape = shapes[top]
     if len(shape) != 3 or shape[1] != top or shape[2] != top or shape[0] not in (1, 3):
         raise UserError(f"{files[top]} holds images of shape {shape}; expected [C, {top}, {top}] with C = 1 or 3")
     metadata = {}
@@ -92,18 +112,92 @@ def inspect_dataset(path):
     info = DatasetInfo(path=path, name=os.path.basename(os.path.normpath(path)), resolution=top, channels=shape[0],
                        num_images=int(metadata.get("num_images", 0)), levels=sorted(files), label_size=label_size,
                        metadata=metadata, files=files, label_file=label_file)
-    if not info.num_images:
+    if not info.num_images:  # NVIDIA's datasets have no dataset.json: count (and so verify) the smallest level
         info.num_images = count_records(info, min(files))
+    for resolution, file in files.items():
+        _check_size(file, framed[resolution], info.num_images)
     return info
 
 
+def find_corrupt_record(path, chunk=4096):
+    """(record index, TensorFlow's words) of the first unreadable record of a tfrecord file, else None.
+
+    Reads in chunks (fast), then one record at a time inside the chunk that failed."""
+    good = 0
+    try:
+        for batch in tf.data.TFRecordDataset(path, buffer_size=8 << 20).batch(chunk):
+            good += int(batch.shape[0])
+        return None
+    except tf.errors.DataLossError:
+        pass
+    dataset = tf.data.TFRecordDataset(path).skip(good)
+    index = good
+    try:
+        for _ in dataset:
+            index += 1
+    except tf.errors.DataLossError as e:
+        return index, _tf_words(e)
+    return None
+
+
+def _tf_words(error):
+    """TensorFlow's message without the op and function names around it ("corrupted record at 102384")."""
+    text = str(getattr(error, "message", error)).strip().splitlines()[0]
+    return re.sub(r"\{\{[^}]*\}\}|\[Op:[^\]]*\].*$", "", text).strip() or text
+
+
+def data_loss_error(paths, error):
+    """A UserError for TensorFlow's DataLossError while reading the datasets in `paths`: the file and record
+    that fail to read (found by reading them again), else TensorFlow's own words."""
+    for path in filter(None, paths):
+        for file in sorted(glob.glob(os.path.join(path, "*.tfrecords"))):
+            found = find_corrupt_record(file)
+            if found:
+                return UserError(f"{file}: record {found[0]} is corrupt ({found[1]}); "
+                                 "recreate the dataset with dataset_tool.py")
+    return UserError(f"a dataset file is truncated or corrupt ({_tf_words(error)}); "
+                     "check it with `dataset_tool.py check`")
+
+
 def count_records(info, resolution=None):
-    """Counts (and so verifies) every record of one level; UserError if the file is truncated."""
+    """Counts (and so verifies) every record of one level; UserError naming the file and record if one is bad."""
     path = info.files[resolution or info.resolution]
     try:
         return int(tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda n, _: n + 1))
-    except tf.errors.DataLossError:
-        raise UserError(f"{path} is truncated or corrupt; recreate the dataset with dataset_tool.py") from None
+    except tf.errors.DataLossError as e:
+        raise data_loss_error([info.path], e) from None
+
+
+def check(info):
+    """Reads every record of every level: shape [C, R, R], data size, and count against dataset.json.
+    Returns {resolution: count}; UserError at the first problem, naming file and record."""
+    counts = {}
+    for resolution, path in sorted(info.files.items()):
+        expected = [info.channels, resolution, resolution]
+        spec = {"shape": tf.io.FixedLenFeature([3], tf.int64), "data": tf.io.FixedLenFeature([], tf.string)}
+        batches = tf.data.TFRecordDataset(path, buffer_size=8 << 20).batch(1024).map(
+            lambda r: tf.io.parse_example(r, spec))
+        count = 0
+        try:
+            for batch in batches:
+                wrong_shape = np.any(batch["shape"].numpy() != expected, axis=1)
+                wrong_size = tf.strings.length(batch["data"]).numpy() != np.prod(expected)
+                bad = np.flatnonzero(wrong_shape | wrong_size)
+                if bad.size:
+                    raise UserError(f"{path}: record {count + bad[0]} is not a {expected} uint8 image "
+                                    f"(shape {list(batch['shape'].numpy()[bad[0]])}); recreate the dataset")
+                count += len(wrong_shape)
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+            raise data_loss_error([info.path], e) from None
+        if info.metadata.get("num_images") not in (None, count):
+            raise UserError(f"{path} holds {count} records; dataset.json says {info.metadata['num_images']}")
+        counts[resolution] = count
+    if len(set(counts.values())) > 1:
+        raise UserError(f"the levels of {info.path} hold different numbers of images: {counts}")
+    if info.label_file and len(np.load(info.label_file, mmap_mode="r")) != info.num_images:
+        raise UserError(f"{info.label_file} has {len(np.load(info.label_file, mmap_mode='r'))} labels for "
+                        f"{info.num_images} images")
+    return counts
 
 
 def read_labels(info):
@@ -127,8 +221,8 @@ def iterate_uint8(info, resolution=None):
             example = tf.train.Example.FromString(record)
             shape = example.features.feature["shape"].int64_list.value
             yield np.frombuffer(example.features.feature["data"].bytes_list.value[0], np.uint8).reshape(shape)
-    except tf.errors.DataLossError:
-        raise UserError(f"{path} is truncated or corrupt; recreate the dataset with dataset_tool.py") from None
+    except tf.errors.DataLossError as e:
+        raise data_loss_error([info.path], e) from None
 
 
 def _parse_batch(records, channels, resolution, flip=None):

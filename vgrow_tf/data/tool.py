@@ -456,6 +456,12 @@ def info(tfrecord_dir, data_root="datasets"):
     return summary
 
 
+def check(tfrecord_dir, data_root="datasets"):
+    """Reads every record of every level (shape, size, count against dataset.json); {resolution: count}."""
+    from vgrow_tf.data import reader
+    return reader.check(reader.inspect_dataset(reader.resolve_dataset(tfrecord_dir, data_root)))
+
+
 def extract(tfrecord_dir, output_dir, resolution=None):
     """Writes every image of one level (default: the top) as img%08d.png."""
     import PIL.Image

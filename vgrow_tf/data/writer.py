@@ -16,7 +16,7 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
-from vgrow_tf.errors import UserError
+from vgrow_tf.errors import UserError, is_disk_full
 
 FORMAT = "vgrow_tf-dataset-1"
 
@@ -116,16 +116,30 @@ class TFRecordExporter:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        for writer in self._writers:
-            writer.close()
         if exc_type is not None:
-            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            self._discard(exc)
             return False
-        if self.num_images == 0:
-            shutil.rmtree(self.tmp_dir, ignore_errors=True)
-            raise UserError("no images were written (the source is empty or every image was skipped)")
-        self._finish()
+        try:
+            if self.num_images == 0:
+                raise UserError("no images were written (the source is empty or every image was skipped)")
+            self._finish()
+        except BaseException as e:  # a full disk while closing the files, say: leave nothing half-written
+            self._discard(e)
+            raise
         return False
+
+    def _discard(self, error):
+        """Removes the partial output; a full disk becomes one line naming the dataset."""
+        for writer in self._writers:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - the disk that failed may fail again; the files go anyway
+                pass
+        self._writers = []
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        if is_disk_full(error):
+            raise UserError(f"the disk is full while writing the dataset {self.tfrecord_dir}; its partial "
+                            "files were removed; free space and retry") from None
 
     # -- writing --------------------------------------------------------------------------------
     @property

@@ -43,8 +43,12 @@ def save_image(path, image):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     root, ext = os.path.splitext(path)
     tmp = f"{root}.tmp-{os.getpid()}{ext}"
-    Image.fromarray(image).save(tmp)
-    os.replace(tmp, path)
+    try:
+        Image.fromarray(image).save(tmp)
+        os.replace(tmp, path)
+    finally:  # a full disk leaves no partial image behind
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
 
 

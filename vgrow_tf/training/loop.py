@@ -4,8 +4,12 @@ A model family supplies a Trainer (see CONTRIBUTING.md); this module owns the im
 run directory and everything written into it. Read `train()` top to bottom for the whole story.
 """
 import collections
+import contextlib
+import errno
+import glob
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -16,7 +20,7 @@ import tensorflow as tf
 
 from vgrow_tf import models, snapshot
 from vgrow_tf import data as data_lib
-from vgrow_tf.errors import Interrupted, UserError
+from vgrow_tf.errors import Interrupted, UserError, is_disk_full
 from vgrow_tf.sampling import images as image_io
 from vgrow_tf.training import eta as eta_lib
 from vgrow_tf.training import options as options_lib
@@ -154,7 +158,11 @@ class CheckpointKeeper:
     def save(self, checkpoint_number):
         self.checkpoint.save_counter.assign_add(1)  # as CheckpointManager does, so restores match it
         name = f"ckpt-{checkpoint_number}"
-        path = self.checkpoint.write(os.path.join(self.directory, name))
+        try:
+            path = self.checkpoint.write(os.path.join(self.directory, name))
+        except Exception:
+            self._remove_partial(name)
+            raise
         listed = [n for n in self._names()[1] if n != name] + [name]
         kept = listed[-self.keep:] if self.keep else listed
         self._write_state(name, kept)
@@ -163,6 +171,15 @@ class CheckpointKeeper:
             for file in tf.io.gfile.glob(prefix + ".index") + tf.io.gfile.glob(prefix + ".data-?????-of-?????"):
                 tf.io.gfile.remove(file)
         return path
+
+    def _remove_partial(self, name):
+        """What a failed write of checkpoint `name` left: TensorFlow's `<name>_temp` folder, and its files
+        unless the state lists them (then a later --resume finds them unreadable and goes back one)."""
+        prefix = os.path.join(self.directory, name)
+        shutil.rmtree(prefix + "_temp", ignore_errors=True)
+        if name not in self._names()[1]:
+            for file in glob.glob(prefix + ".index*") + glob.glob(prefix + ".data-*"):
+                os.remove(file)
 
 
 class TrainingSession:
@@ -178,6 +195,9 @@ class TrainingSession:
         if not chief:  # every worker must save (collective ops); non-chiefs write to a scratch dir
             ckpt_dir = os.path.join(run_dir, f".worker-{strategy.cluster_resolver.task_id}-ckpt")
         self.manager = CheckpointKeeper(self.checkpoint, ckpt_dir, options.keep_checkpoints)
+        # every worker resumes from the chief's checkpoints: a worker killed during a save may lack the newest
+        self.resume_source = CheckpointKeeper(self.checkpoint, run_dir_lib.checkpoint_dir(run_dir),
+                                            options.keep_checkpoints)
         self.writer = tf.summary.create_file_writer(run_dir) if chief else tf.summary.create_noop_writer()
 
     def close(self):
@@ -185,16 +205,39 @@ class TrainingSession:
 
     # --- persistence -------------------------------------------------------------------------
     def restore(self):
-        path = self.manager.latest_checkpoint
+        """Restores the newest readable checkpoint (the one --resume_num names, if given); an unreadable
+        one (emptied, truncated, cut short by a full disk) is named and the one before it is tried."""
         resume_num = getattr(self.options, "resume_num", None)
         if resume_num is not None:  # the original --resume_training --resume_num N
-            path = self.manager.find(resume_num)
-        if path is None:
-            raise UserError(f"--resume: no complete checkpoint in {self.manager.directory}; "
+            candidates = [self.resume_source.find(resume_num)]
+        else:
+            candidates = self.resume_source.checkpoints[::-1]
+        if not candidates:
+            raise UserError(f"--resume: no complete checkpoint in {self.resume_source.directory}; "
                             "start a new run without --resume")
-        self.checkpoint.restore(path).assert_existing_objects_matched()
+        for path in candidates:
+            problem = self._try_restore(path)
+            if problem is None:
+                break
+            print(f"Checkpoint {path} is unreadable ({problem}); "
+                  f"{'trying the one before it' if path != candidates[-1] else 'none left to try'}", flush=True)
+        else:
+            raise UserError(f"--resume: no readable checkpoint in {self.resume_source.directory}; "
+                            "copy the run from a backup or start a new run without --resume")
         self.trainer.after_restore(int(self.progress.cur_nimg.numpy()))
         print(f"Resumed from {path} at {self.progress.cur_nimg.numpy() / 1000:.1f} kimg")
+
+    def _try_restore(self, path):
+        """None when the checkpoint at `path` restored completely, else what was wrong with it."""
+        if not tf.io.gfile.exists(path + ".index"):
+            return "its .index file is missing"
+        try:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        except (tf.errors.OpError, IndexError, ValueError, AssertionError) as e:
+            # TF's reader raises IndexError for an emptied .data file, DataLossError for a bad index
+            text = getattr(e, "message", None) or str(e) or type(e).__name__
+            return text.strip().splitlines()[0][:200]
+        return None
 
     def start_from(self, source, model):
         """--resume_from: a new run starting from a trained model's networks (`model`, loaded by
@@ -210,21 +253,50 @@ class TrainingSession:
             convert.copy_networks(model.networks, self.trainer.networks())
         print(f"Starting from {source.path} at {self.progress.cur_nimg.numpy() / 1000:.1f} kimg")
 
+    @contextlib.contextmanager
+    def writing(self, path):
+        """A full disk while writing `path`: one line naming it and the checkpoint to resume from."""
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001 - OSError or TensorFlow's ResourceExhaustedError
+            if not is_disk_full(e):
+                raise
+            latest = self.manager.latest_checkpoint
+            resume = (f"the last checkpoint, {latest}, is intact: free space (or copy the run directory "
+                      "elsewhere) and continue with --resume") if latest else "no checkpoint was written yet"
+            raise UserError(f"the disk is full while writing {path}; {resume}") from None
+
     def save_checkpoint(self, cur_nimg, clock):
         """A checkpoint at `cur_nimg` images; the progress counters (kept on the host between ticks)
         are written into the checkpointed variables first."""
         self.progress.cur_nimg.assign(cur_nimg)
         self.progress.elapsed_sec.assign(clock.elapsed())
-        path = self.manager.save(checkpoint_number=cur_nimg)
+        with self.writing(os.path.join(self.manager.directory, f"ckpt-{cur_nimg}")):
+            path = self.manager.save(checkpoint_number=cur_nimg)
         return path if self.chief else None
+
+    def flush_events(self):
+        """Flushes TensorBoard's events file. Its writer drops what a full disk refuses without a word,
+        so an events file that did not grow on a full disk is reported here."""
+        if not self.chief:
+            return
+        events = glob.glob(os.path.join(self.run_dir, f"events.out.tfevents.*.{os.getpid()}.*"))
+        size = os.path.getsize(events[0]) if events else None
+        self.writer.flush()
+        if events and os.path.getsize(events[0]) == size:
+            stat = os.statvfs(self.run_dir)
+            if stat.f_bavail * stat.f_frsize < (1 << 20):
+                with self.writing(events[0]):
+                    raise OSError(errno.ENOSPC, "No space left on device", events[0])
 
     def save_snapshot(self, name):
         if not self.chief:
             return None
         path = os.path.join(self.run_dir, name)
-        snapshot.save(path, self.trainer.KIND_OF_RUN if hasattr(self.trainer, "KIND_OF_RUN")
-                      else self.options.model, self.trainer.config(), self.trainer.networks(),
-                      self.trainer.snapshot_arrays() if hasattr(self.trainer, "snapshot_arrays") else None)
+        with self.writing(path):
+                snapshot.save(path, self.trainer.KIND_OF_RUN if hasattr(self.trainer, "KIND_OF_RUN")
+                          else self.options.model, self.trainer.config(), self.trainer.networks(),
+                          self.trainer.snapshot_arrays() if hasattr(self.trainer, "snapshot_arrays") else None)
         return path
 
     def save_grids(self, cur_nimg):
@@ -237,7 +309,8 @@ class TrainingSession:
         with self.writer.as_default(step=cur_nimg):
             for name, images in grids.items():
                 path = os.path.join(self.run_dir, f"{name}{kimg:06d}.png")
-                image_io.save_grid(path, images, rows, cols, GRID_GAP, GRID_GAP_VALUE)
+                with self.writing(path):
+                    image_io.save_grid(path, images, rows, cols, GRID_GAP, GRID_GAP_VALUE)
                 tf.summary.image(name, image_io.to_uint8(images[: min(8, len(images))]), max_outputs=8)
         return bool(grids)
 
@@ -252,14 +325,15 @@ class TrainingSession:
         resolution = getattr(self.trainer, "resolution", None)
         count = -(-rows * cols // len(paths))
         domains = []
-        for path in paths:
-            dataset = data_lib.load_dataset(path, count, resolution=resolution, shuffle=False, repeat=True)
+        for domain_path in paths:
+            dataset = data_lib.load_dataset(domain_path, count, resolution=resolution, shuffle=False, repeat=True)
             for batch in dataset.take(1):  # iterated to its end, so no reader thread outlives this
                 domains.append(batch["image"].numpy())
         channels = max(images.shape[-1] for images in domains)
         domains = [np.repeat(images, channels // images.shape[-1], axis=-1) for images in domains]
-        image_io.save_grid(os.path.join(self.run_dir, "reals.png"), image_io.interleave(*domains), rows, cols,
-                           GRID_GAP, GRID_GAP_VALUE)
+        path = os.path.join(self.run_dir, "reals.png")
+        with self.writing(path):
+            image_io.save_grid(path, image_io.interleave(*domains), rows, cols, GRID_GAP, GRID_GAP_VALUE)
 
     def run_metrics(self, snapshot_path, cur_nimg):
         if not (self.chief and self.options.metrics and snapshot_path):
@@ -324,7 +398,7 @@ class TrainingSession:
                 tick_stats.clear()
                 clock.start_tick(cur_nimg)
         self.progress.elapsed_sec.assign(clock.elapsed())
-        self.writer.flush()
+        self.flush_events()
         return snapshot_path or os.path.join(self.run_dir, "network-final.h5")
 
     def tick(self, cur_nimg, number, tick_stats, clock, last_iteration_nimg=None):
@@ -350,6 +424,7 @@ class TrainingSession:
             tf.summary.scalar("Timing/img_per_sec", 1000.0 / max(timing["sec_per_kimg"], 1e-9))
             tf.summary.scalar("Progress/nonfinite_steps", int(self.progress.nonfinite_total.numpy()))
         self.save_grids(cur_nimg)
+        self.flush_events()
 
 
 def format_time(seconds):
@@ -468,18 +543,20 @@ def train(options):
         start = load_start_model(options, family, dataset_info)
     chief = is_chief(strategy)
     run_dir, note = run_dir_lib.choose(options.run_dir or default_run_dir(
-        options, trainer_cls, dataset_info.name if dataset_info else options.model), options.resume)
+        options, trainer_cls, dataset_info.name if dataset_info else options.model), options.resume,
+        reuse_unfinished=isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy))
     identity = {k: getattr(options, k) for k in run_dir_lib.IDENTITY_OPTIONS}
     identity.update(trainer_cls.identity(options) if hasattr(trainer_cls, "identity") else {})
     identity["dataset"] = dataset_info.path if dataset_info else options.dataset
-    run_dir_lib.prepare(run_dir, options, identity, options.resume, chief)
+    before = run_dir_lib.entries(run_dir)
+    lock, notes = run_dir_lib.prepare(run_dir, options, identity, options.resume, chief)
     tee = run_dir_lib.Tee(os.path.join(run_dir, "log.txt")) if chief else None
     stdout, sys.stdout = sys.stdout, (tee or sys.stdout)
-    session = None
+    session, training = None, False
     try:
         with StopRequested() as stop:
-            if note:
-                print(note, flush=True)
+            for line in [note] + notes if note else notes:
+                print(line, flush=True)
             options.jit_compile = xla_pays(options, options.model)  # XLA only where it is faster
             trainer = trainer_cls(options, strategy, dataset_info)
             session = TrainingSession(options, trainer, strategy, run_dir, chief)
@@ -494,16 +571,46 @@ def train(options):
             snapshot_nimg = int((options.snapshot_kimg or defaults["snapshot_kimg"]) * 1000)
             print(f"Training {options.model} on {identity['dataset']} for {total / 1000:g} kimg "
                   f"in {run_dir} ({strategy.num_replicas_in_sync} replica(s))", flush=True)
+            training = True
             final = session.run(total, tick_nimg, snapshot_nimg, stop)
             if final is None:
                 raise Interrupted(stop.signal)
             elapsed = float(session.progress.elapsed_sec.numpy())
             print(f"Done: {int(session.progress.cur_nimg.numpy()) / 1000:g} kimg in {format_time(elapsed)}; "
                   f"final snapshot {final}", flush=True)
+    except (tf.errors.UnavailableError, tf.errors.CancelledError) as e:
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            raise
+        raise UserError(_lost_worker_message(e, session)) from None
+    except tf.errors.DataLossError as e:  # a shard corrupt inside (its size was checked at start)
+        raise data_lib.reader.data_loss_error([identity["dataset"], identity.get("dataset_b")], e) \
+            from None
+    except UserError:
+        if chief and not training:  # refused before training: leave the run directory as it was
+            _close(session, tee)
+            run_dir_lib.undo(run_dir, before)
+        raise
     finally:
-        if session is not None:
-            session.close()
+        _close(session, tee)
         sys.stdout = stdout
-        if tee:
-            tee.close()
+        if lock:
+            lock.release()
     return run_dir
+
+
+def _lost_worker_message(error, session):
+    """One line for a multi-worker run whose collective ops were aborted because a peer stopped."""
+    import re
+    text = str(getattr(error, "message", error))
+    peers = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", text.split("unhealthy", 1)[-1])))
+    who = f"worker {', '.join(peers)} stopped answering" if peers else "another worker stopped"
+    latest = session and session.resume_source.latest_checkpoint
+    return (f"{who} (killed or crashed), so this worker stops too; start every worker again with --resume "
+            f"to continue from the last checkpoint{f' ({latest})' if latest else ''}")
+
+
+def _close(session, tee):
+    if session is not None:
+        session.close()
+    if tee:
+        tee.close()
