@@ -4,7 +4,6 @@ import subprocess
 import sys
 import textwrap
 
-import h5py
 import keras
 import numpy as np
 import pytest
@@ -147,6 +146,7 @@ def test_float16_policy_scales_the_loss_and_skips_non_finite_steps(policy):
 
 SCRIPT = textwrap.dedent("""
     import sys
+    import h5py
     import keras
     import numpy as np
     import tensorflow as tf
