@@ -115,8 +115,8 @@ def test_refused_and_killed_runs_leave_no_half_runs_behind(cwd):
 
     refused = typed(cwd, "train.py", *TINY, "--fmaps=16", f"--resume_from={FINISHED}/network-final.h5",
                     "--total_kimg=50")
-    assert "another architecture" in error_line(refused)
-    assert f"this new run writes to {FINISHED}-002" in refused.stdout
+    assert "another architecture" in error_line(refused)  # refused before a run directory is chosen
+    assert "this new run writes to" not in refused.stdout
     assert not os.path.exists(os.path.join(cwd, FINISHED + "-002"))
     assert {name: read(os.path.join(new_dir, name)) for name in before} == before
 

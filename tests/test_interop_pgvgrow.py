@@ -176,7 +176,7 @@ def test_train_resume_from_continues_at_the_originals_image_count(rgb16, tmp_pat
     with pytest.raises(UserError, match="already at 2400.26 kimg, past the training length of 2400.26 kimg"):
         loop.train(make_options("vgrow_pg", dataset=rgb16, run_dir=str(run_dir), resume_from=PREFIX,
                                 total_nimg=2400256, **ARCH))
-    assert f"Starting from {PREFIX} at 2400.3 kimg" in open(run_dir / "log.txt").read()
+    assert not run_dir.exists()  # a run refused at start leaves nothing behind
     with pytest.raises(UserError, match="another architecture than --z_dim=64 \\(the model has z_dim=32\\)"):
         loop.train(make_options("vgrow_pg", dataset=rgb16, run_dir=str(tmp_path / "other"), resume_from=PREFIX,
                                 total_nimg=2400264, batch_size=8, z_dim=64))
