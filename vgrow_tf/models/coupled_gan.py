@@ -17,7 +17,8 @@ A, `--dataset_b` domain B), so that G1(z) and G2(z) are "the same thing" in two 
   perceptual (`--style_weight`, `--content_weight`, VGG19 features). Losses `ce` or `wgan-gp`.
 
 Choices (see README, "CoGAN / SCoGAN: choices"):
-- separate Adam optimizers per network (the original shares one across G1, G2, E; Keras 3 refuses);
+- separate Adam optimizers per network by default; `--scogan_adam shared` is the original's one Adam
+  for D1+D2 and one for G1+G2+E, whose step count advances once per network's update;
 - weight decay: `--weight_decay` defaults to 5e-4 for CoGAN (applied as L2 added to the gradients,
   like the PyTorch CoGAN's Adam) and to 0 for SCoGAN (the original declares 5e-4 kernel regularisers
   but its custom loop never adds `model.losses`, so it trains without decay);
@@ -95,6 +96,9 @@ OPTIONS = [
            "feature model (default: the Keras cache, ~/.keras/models)."),
     Option("prelu", "element", "CoGAN/SCoGAN PReLU slopes: element (one per output unit, as the original's "
            "Keras PReLU) or channel (one per feature map).", "enum", ["element", "channel"]),
+    Option("scogan_adam", "per_network", "SCoGAN Adam optimizers: per_network (one per G1, G2, D1, D2, E) or "
+           "shared (the original's: one for D1+D2 and one for G1+G2+E, applied network by network, so the "
+           "step count of bias correction advances once per network).", "enum", ["per_network", "shared"]),
     Option("gram_norm", "hwc", "SCoGAN Gram-matrix normalisation: hwc (refactor; content also divided by "
            "HWC) or hw (thesis).", "enum", ["hwc", "hw"]),
 ]
@@ -508,6 +512,8 @@ class Trainer:
             ident["prelu"] = options.prelu
         if options.d_fmaps:  # runs from before --d_fmaps lack the key
             ident["d_fmaps"] = options.d_fmaps
+        if options.model == "scogan" and options.scogan_adam != "per_network":  # likewise
+            ident["scogan_adam"] = options.scogan_adam
         if ident["dataset_b"]:
             ident["dataset_b"] = data_lib.resolve_dataset(options.dataset_b, options.data_root)
         return ident
@@ -552,10 +558,13 @@ class Trainer:
             lr = options.learning_rate or 2e-4
             g_lr, d_lr = options.g_lr or lr, options.d_lr or lr
             self.groups = self._groups()
+            self.opt_of = self._optimizer_of_group()
             self.opts = {}
-            for name, (variables, is_g) in self.groups.items():
+            for name in dict.fromkeys(self.opt_of.values()):
+                groups = [g for g, o in self.opt_of.items() if o == name]
+                is_g = self.groups[groups[0]][1]
                 self.opts[name] = make_adam(g_lr if is_g else d_lr, beta_1=0.5, beta_2=0.999, epsilon=1e-7)
-                self.opts[name].build(variables)
+                self.opts[name].build([v for g in groups for v in self.groups[g][0]])
             self.batches = tf.Variable(0, dtype=tf.int64, trainable=False, name="batches")
         self.rng = tf.random.Generator.from_seed(options.seed)
         self.grid_latents = sample_latents(self.arch, 1000, seed=1234)
@@ -590,6 +599,14 @@ class Trainer:
         if "E" in n:
             groups["E"] = (unique(n["E"]), True)
         return groups
+
+    def _optimizer_of_group(self):
+        """group -> optimizer name. `--scogan_adam shared` is the original's: one Adam for D1 and D2 and
+        one for G1, G2 and E, each network's update a separate apply (TF <= 2.10's Keras Adam then
+        advanced its one step count per apply: D2's first update used t = 2)."""
+        if self.model == "scogan" and self.options.scogan_adam == "shared":
+            return {name: "G" if is_g else "D" for name, (_, is_g) in self.groups.items()}
+        return {name: name for name in self.groups}
 
     # -- the loop's interface ----------------------------------------------------------------------
     def checkpoint_items(self):
@@ -727,7 +744,8 @@ class Trainer:
         finite = tf.constant(True)
         for name, g in grads.items():
             variables = self.groups[name][0]
-            finite = tf.logical_and(finite, apply_if_finite(self.strategy, self.opts[name], g, variables))
+            optimizer = self.opts[self.opt_of[name]]
+            finite = tf.logical_and(finite, apply_if_finite(self.strategy, optimizer, g, variables))
         return finite
 
     def _make_step(self):
